@@ -1,0 +1,175 @@
+"""The training loop: plain, resumable and deterministic per epoch."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from runtime.channels import ALL_CONFIGS, ChannelConfig, configs_with
+
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
+from .data import Dataset, SplitTensors
+from .data.loader import ConfigChoice
+from .progress import progress_bar
+
+
+@dataclass
+class TrainConfig:
+    """The recipe: AdamW, one-cycle schedule, label smoothing, crop-and-flip augmentation."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class RunSpec:
+    """One model to train: what to build, and which configurations it sees."""
+
+    run_name: str
+    model: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    configs: tuple[ChannelConfig, ...] = ALL_CONFIGS
+
+
+def sample_config(generator: torch.Generator) -> ChannelConfig:
+    """Hierarchical channel sampling (ChannelViT): a channel count uniformly, then a set of that size."""
+    count = int(torch.randint(1, 4, (1,), generator=generator))
+    options = configs_with(count)
+    return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: SplitTensors, config: ChannelConfig, batch_size: int = 256,
+             device: torch.device = torch.device("cpu"), limit: int | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy of ``model`` on ``split`` seen through ``config``."""
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y, cfg in split.batches(batch_size, config):
+        if limit is not None and seen >= limit:
+            break
+        x, y = x.to(device), y.to(device)
+        logits = model(x, cfg)
+        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+    return total_loss / seen, correct / seen
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+def checkpoint_meta(spec: RunSpec, dataset: Dataset, task: str) -> dict[str, Any]:
+    """What export and evaluation need to rebuild and describe the model."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "task": task,
+        "model": spec.model,
+        "model_kwargs": dict(spec.model_kwargs),
+        "configs": [c.name for c in spec.configs],
+        "class_names": list(dataset.class_names),
+        "image_size": dataset.image_size,
+        "dataset": dataset.name,
+        "data_fingerprint": dataset.fingerprint,
+    }
+
+
+def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: TrainConfig, task: str,
+        resume: bool = False, loss_fn: Callable[..., torch.Tensor] | None = None,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``model`` and keep ``best.pt`` (best mean validation accuracy) and ``last.pt``.
+
+    Each epoch draws all its randomness from a generator seeded by (seed, epoch), and a
+    checkpoint is written atomically after every epoch; so ``resume`` after a crash or
+    Ctrl-C restarts the interrupted epoch and ends exactly where an uninterrupted run would.
+    ``loss_fn(logits, labels, inputs, config)`` replaces cross-entropy (distillation uses it).
+    """
+    device = resolve_device(cfg.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = checkpoint_meta(spec, dataset, task)
+    train_split = SplitTensors(dataset.splits["train"])
+    val_split = SplitTensors(dataset.splits["val"])
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = math.ceil(len(train_split) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps,
+                                                    pct_start=0.15)
+    history: list[dict[str, float]] = []
+    best_val, start_epoch, elapsed = -1.0, 0, 0.0
+    choice: ConfigChoice = spec.configs[0] if len(spec.configs) == 1 else sample_config
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+
+    if resume and last_path.exists():
+        state = load_checkpoint(last_path, task)
+        if state["train_config"] != asdict(cfg) or state["model"] != spec.model:
+            raise CheckpointError(
+                f"{last_path} was written with different settings ({state['train_config']}); "
+                "resume with the same options or use a fresh --out"
+            )
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best_val, start_epoch = state["history"], state["best_val"], state["epoch"]
+        elapsed = state["train_seconds"]
+        log(f"[{spec.run_name}] resuming after epoch {start_epoch}/{cfg.epochs}")
+        if start_epoch >= cfg.epochs:
+            return {"history": history, "best_val": best_val, "train_seconds": elapsed}
+
+    criterion = loss_fn or (lambda logits, y, x, c: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing))
+    for epoch in range(start_epoch, cfg.epochs):
+        seed = _epoch_seed(cfg.seed, epoch)
+        torch.manual_seed(seed)  # dropout
+        generator = torch.Generator().manual_seed(seed)  # order, augmentation, channel sampling
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        with progress_bar(f"{spec.run_name} epoch {epoch + 1}/{cfg.epochs}", steps) as advance:
+            for x, y, config in train_split.batches(cfg.batch_size, choice, generator, train=True):
+                x, y = x.to(device), y.to(device)
+                logits = model(x, config)
+                loss = criterion(logits, y, x, config)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += float(loss) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                advance()
+        epoch_seconds = time.perf_counter() - t0
+        elapsed += epoch_seconds
+        val = [evaluate(model, val_split, c, device=device) for c in spec.configs]
+        val_loss = sum(v[0] for v in val) / len(val)
+        val_acc = sum(v[1] for v in val) / len(val)
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                        "val_loss": val_loss, "val_acc": val_acc, "seconds": epoch_seconds,
+                        "images_per_second": seen / epoch_seconds})
+        log(f"[{spec.run_name}] epoch {epoch + 1}/{cfg.epochs} train loss {loss_sum / seen:.3f} "
+            f"acc {correct / seen:.3f} | val loss {val_loss:.3f} acc {val_acc:.3f} | {seen / epoch_seconds:.0f} img/s")
+        state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if val_acc > best_val:
+            best_val = val_acc
+            save_atomic({**meta, "state_dict": state_dict, "epoch": epoch + 1, "val_acc": val_acc}, best_path)
+        save_atomic({**meta, "state_dict": state_dict, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
+                     "best_val": best_val, "train_seconds": elapsed, "train_config": asdict(cfg)}, last_path)
+    return {"history": history, "best_val": best_val, "train_seconds": elapsed}

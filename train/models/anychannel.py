@@ -1,0 +1,81 @@
+"""Our design: one small network for all seven channel configurations.
+
+A channel-adaptive dynamic stem (see :class:`ChannelAdaptiveStem`) feeds a compact
+residual body. Dynamic convolution sits where it pays: in the stem, which is where the
+channels differ, and where K kernels cost little. Export resolves the stem for one
+configuration, leaving a static residual network behind it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from runtime.channels import ALL_CONFIGS, ChannelConfig
+
+from .blocks import BasicBlock, conv_bn_relu
+from .layers import ChannelAdaptiveStem
+from .registry import register_model
+
+
+class _Body(nn.Module):
+    def __init__(self, stem_width: int, widths: tuple[int, ...], strides: tuple[int, ...], num_classes: int,
+                 dropout: float) -> None:
+        super().__init__()
+        blocks, in_ch = [], stem_width
+        for w, s in zip(widths, strides):
+            blocks.append(BasicBlock(in_ch, w, s))
+            in_ch = w
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x))
+
+
+@register_model("adaptive")
+class AnyChannelNet(nn.Module):
+    """Dynamic channel-adaptive stem + residual body; ``resolve(config)`` gives a static graph."""
+
+    multi_config = True
+    supported_configs = ALL_CONFIGS
+
+    def __init__(self, num_classes: int, stem_width: int = 32, widths: tuple[int, ...] = (48, 96, 192, 384),
+                 strides: tuple[int, ...] = (1, 2, 2, 2), stem_stride: int = 2, num_kernels: int = 4,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        self.stem = ChannelAdaptiveStem(stem_width, stride=stem_stride, num_kernels=num_kernels)
+        self.body = _Body(stem_width, widths, strides, num_classes, dropout)
+
+    def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
+        if config is None:
+            raise ValueError("AnyChannelNet needs the input's channel configuration")
+        return self.body(self.stem(x, config))
+
+    def resolve(self, config: ChannelConfig) -> nn.Module:
+        """This model for ``config`` alone: no branches, no other configuration's weights."""
+        return nn.Sequential(self.stem.resolve(config), self.body)
+
+
+@register_model("static")
+class StaticBackboneNet(nn.Module):
+    """:class:`AnyChannelNet`'s body behind a plain conv stem: the cost baseline for its dynamic part."""
+
+    multi_config = False
+
+    def __init__(self, num_classes: int, channels: str = "RGB", stem_width: int = 32,
+                 widths: tuple[int, ...] = (48, 96, 192, 384), strides: tuple[int, ...] = (1, 2, 2, 2),
+                 stem_stride: int = 2, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.config = ChannelConfig.parse(channels)
+        self.stem = conv_bn_relu(self.config.num_channels, stem_width, 3, stem_stride)
+        self.body = _Body(stem_width, widths, strides, num_classes, dropout)
+
+    @property
+    def supported_configs(self) -> tuple[ChannelConfig, ...]:
+        return (self.config,)
+
+    def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
+        return self.body(self.stem(x))
+
+    def resolve(self, config: ChannelConfig) -> nn.Module:
+        return nn.Sequential(self.stem, self.body)

@@ -1,0 +1,147 @@
+"""Small building blocks: dynamic convolution and the channel-adaptive stem."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from runtime.channels import ALL_CONFIGS, ChannelConfig
+
+
+class KernelAttention(nn.Module):
+    """Softmax attention over K kernels from global-average-pooled input (Chen et al., 2020)."""
+
+    def __init__(self, in_channels: int, num_kernels: int, reduction: int = 4, temperature: float = 1.0) -> None:
+        super().__init__()
+        hidden = max(4, in_channels // reduction)
+        self.fc1 = nn.Linear(in_channels, hidden)
+        self.fc2 = nn.Linear(hidden, num_kernels)
+        self.temperature = temperature
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3)))))
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.logits(x)
+        if bias is not None:
+            z = z + bias
+        return torch.softmax(z / self.temperature, dim=1)
+
+
+def dynamic_conv_sum(
+    x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+    stride: int, padding: int,
+) -> torch.Tensor:
+    """``sum_k a_k * conv(x, W_k)``: one convolution with the K kernels stacked on the output axis.
+
+    Exact, because convolution is linear in its weights, and it keeps a dynamic batch in
+    ONNX (no batch-sized ``group``). ``weight`` is ``K x O x I x kh x kw``.
+    """
+    k, out_ch = weight.shape[:2]
+    y = F.conv2d(x, weight.reshape(k * out_ch, *weight.shape[2:]),
+                 None if bias is None else bias.reshape(-1), stride=stride, padding=padding)
+    y = y.view(y.shape[0], k, out_ch, y.shape[2], y.shape[3])
+    return (y * attention[:, :, None, None, None]).sum(dim=1)
+
+
+def dynamic_conv_aggregated(
+    x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+    stride: int, padding: int,
+) -> torch.Tensor:
+    """The textbook definition: per-sample kernel ``sum_k a_k W_k``, batch folded into groups."""
+    b = x.shape[0]
+    k, out_ch, in_ch, kh, kw = weight.shape
+    w = torch.einsum("bk,koihw->boihw", attention, weight).reshape(b * out_ch, in_ch, kh, kw)
+    bb = None if bias is None else (attention @ bias).reshape(-1)
+    y = F.conv2d(x.reshape(1, b * in_ch, *x.shape[2:]), w, bb, stride=stride, padding=padding, groups=b)
+    return y.view(b, out_ch, y.shape[2], y.shape[3])
+
+
+class DynamicConv2d(nn.Module):
+    """Dynamic convolution: K kernels mixed per sample by softmax attention.
+
+    ``form="sum"`` (default) is the exportable form; ``form="aggregated"`` is the
+    grouped-convolution form the course used, kept for comparison and tests.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int | None = None, num_kernels: int = 4, bias: bool = True,
+                 temperature: float = 1.0, form: str = "sum") -> None:
+        super().__init__()
+        self.stride, self.padding = stride, kernel_size // 2 if padding is None else padding
+        self.attention = KernelAttention(in_channels, num_kernels, temperature=temperature)
+        self.weight = nn.Parameter(torch.empty(num_kernels, out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(num_kernels, out_channels)) if bias else None
+        for w in self.weight:
+            nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+        self.form = form
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fn = dynamic_conv_sum if self.form == "sum" else dynamic_conv_aggregated
+        return fn(x, self.attention(x), self.weight, self.bias, self.stride, self.padding)
+
+
+class ChannelAdaptiveStem(nn.Module):
+    """The channel-dependent branch of our model: a dynamic stem that knows which planes it sees.
+
+    - Its K kernels are defined over R, G and B; a configuration uses its own planes'
+      slices, rescaled by ``3 / C`` (channel dropout with rescaling), so each plane keeps
+      its identity whatever its position in the input.
+    - Kernel attention adds a learned per-configuration bias to the input-driven logits.
+    - Batch norm is kept per configuration, as the statistics differ.
+
+    :meth:`resolve` freezes all of this for one configuration into a static module.
+    """
+
+    def __init__(self, out_channels: int, kernel_size: int = 3, stride: int = 1, num_kernels: int = 4) -> None:
+        super().__init__()
+        self.stride, self.padding = stride, kernel_size // 2
+        self.weight = nn.Parameter(torch.empty(num_kernels, out_channels, 3, kernel_size, kernel_size))
+        for w in self.weight:
+            nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+        self.attention = KernelAttention(3, num_kernels, reduction=1)
+        self.config_bias = nn.Parameter(torch.zeros(len(ALL_CONFIGS), num_kernels))
+        self.norms = nn.ModuleList(nn.BatchNorm2d(out_channels) for _ in ALL_CONFIGS)
+
+    def _weight_for(self, config: ChannelConfig) -> torch.Tensor:
+        return self.weight[:, :, list(config.indices)] * (3.0 / config.num_channels)
+
+    def _attention_input(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
+        # Place the present planes at their RGB positions, zeros elsewhere.
+        full = x.new_zeros(x.shape[0], 3, *x.shape[2:])
+        full[:, list(config.indices)] = x
+        return full
+
+    def forward(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
+        if x.shape[1] != config.num_channels:
+            raise ValueError(f"{config} input needs {config.num_channels} channels, got {x.shape[1]}")
+        attn = self.attention(self._attention_input(x, config), self.config_bias[config.index])
+        y = dynamic_conv_sum(x, attn, self._weight_for(config), None, self.stride, self.padding)
+        return F.relu(self.norms[config.index](y))
+
+    def resolve(self, config: ChannelConfig) -> "ResolvedStem":
+        return ResolvedStem(self, config)
+
+
+class ResolvedStem(nn.Module):
+    """:class:`ChannelAdaptiveStem` frozen for one configuration: only that configuration's weights."""
+
+    def __init__(self, stem: ChannelAdaptiveStem, config: ChannelConfig) -> None:
+        super().__init__()
+        self.stride, self.padding = stem.stride, stem.padding
+        with torch.no_grad():
+            self.weight = nn.Parameter(stem._weight_for(config).clone())
+            # Attention sees only present planes: keep fc1's columns for them, fold the bias in.
+            fc1 = nn.Linear(config.num_channels, stem.attention.fc1.out_features)
+            fc1.weight.copy_(stem.attention.fc1.weight[:, list(config.indices)])
+            fc1.bias.copy_(stem.attention.fc1.bias)
+            fc2 = nn.Linear(stem.attention.fc2.in_features, stem.attention.fc2.out_features)
+            fc2.weight.copy_(stem.attention.fc2.weight)
+            fc2.bias.copy_(stem.attention.fc2.bias + stem.config_bias[config.index])
+        self.fc1, self.fc2, self.temperature = fc1, fc2, stem.attention.temperature
+        self.norm = stem.norms[config.index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attn = torch.softmax(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))) / self.temperature, dim=1)
+        y = dynamic_conv_sum(x, attn, self.weight, None, self.stride, self.padding)
+        return F.relu(self.norm(y))

@@ -1,0 +1,90 @@
+"""Task 1: our single model against the naive per-configuration CNN and the course design."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from runtime.channels import ALL_CONFIGS
+
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .data import Dataset, SplitTensors
+from .engine import RunSpec, TrainConfig, evaluate, fit, resolve_device
+from .models import create_model
+from .report import count_flops, count_parameters, write_reports
+
+TASK = "task1"
+MODELS: tuple[str, ...] = ("adaptive", "naive", "course")
+#: The model export uses by default.
+PRIMARY_MODEL = "adaptive"
+
+
+def run_specs(model: str) -> list[RunSpec]:
+    """The naive baseline is one run per configuration; the others are one run for all seven."""
+    if model == "naive":
+        return [RunSpec(f"naive-{c}", "naive", {"channels": c.name}, (c,)) for c in ALL_CONFIGS]
+    return [RunSpec(model, model)]
+
+
+def final_metrics(run_dir: Path, dataset: Dataset, device: torch.device, train_eval_samples: int,
+                  task: str) -> dict[str, dict[str, float]]:
+    """Train/val/test loss and accuracy, params and FLOPs per configuration, from ``best.pt``."""
+    ckpt = load_checkpoint(run_dir / "best.pt", task)
+    model = model_from_checkpoint(ckpt).to(device)
+    splits = {name: SplitTensors(dataset.splits[name]) for name in ("train", "val", "test")}
+    out: dict[str, dict[str, float]] = {}
+    for name in ckpt["configs"]:
+        config = next(c for c in ALL_CONFIGS if c.name == name)
+        row: dict[str, float] = {}
+        for split_name, split in splits.items():
+            limit = train_eval_samples if split_name == "train" else None
+            row[f"{split_name}_loss"], row[f"{split_name}_acc"] = evaluate(model, split, config, device=device,
+                                                                          limit=limit)
+        resolved = model.cpu().resolve(config)
+        row["params"] = count_parameters(resolved)
+        row["flops"] = count_flops(resolved, config, dataset.image_size)
+        model.to(device)
+        out[name] = row
+    return out
+
+
+def run_task(task: str, dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, resume: bool,
+             specs_for: Callable[[str], list[RunSpec]], train_eval_samples: int = 2500,
+             log: Callable[[str], None] = print, fit_kwargs: Callable[[RunSpec], dict] | None = None,
+             ) -> dict[str, Any]:
+    """Train each model's runs, measure them from their best checkpoints and write the reports."""
+    device = resolve_device(cfg.device)
+    results: dict[str, Any] = {
+        "task": task, "dataset": dataset.name, "image_size": dataset.image_size, "epochs": cfg.epochs,
+        "device": str(device), "data_fingerprint": dataset.fingerprint, "train_eval_samples": train_eval_samples,
+        "train_config": cfg.__dict__, "models": {},
+    }
+    histories: dict[str, dict[str, list]] = {}
+    for model_name in models:
+        entry: dict[str, Any] = {"configs": {}, "train_seconds": 0.0, "params": 0, "images_per_second": 0.0}
+        histories[model_name] = {}
+        images_seen = 0
+        for spec in specs_for(model_name):
+            torch.manual_seed(cfg.seed)
+            model = create_model(spec.model, num_classes=dataset.num_classes, **spec.model_kwargs)
+            extra = fit_kwargs(spec) if fit_kwargs else {}
+            t0 = time.perf_counter()
+            summary = fit(model, spec, dataset, out / spec.run_name, cfg, task, resume=resume, log=log, **extra)
+            log(f"[{spec.run_name}] trained in {time.perf_counter() - t0:.0f} s")
+            histories[model_name][spec.run_name] = summary["history"]
+            entry["train_seconds"] += summary["train_seconds"]
+            entry["params"] += count_parameters(model)
+            images_seen += len(dataset.splits["train"]) * cfg.epochs
+            entry["configs"].update(final_metrics(out / spec.run_name, dataset, device, train_eval_samples, task))
+        entry["images_per_second"] = images_seen / max(entry["train_seconds"], 1e-9)
+        results["models"][model_name] = entry
+    write_reports(results, histories, out)
+    return results
+
+
+def run_task1(dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, resume: bool = False,
+              train_eval_samples: int = 2500, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train and compare the task-1 models; reports go to ``out``."""
+    return run_task(TASK, dataset, models, out, cfg, resume, run_specs, train_eval_samples, log)
