@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny task-1 model trained once per test session on synthetic data."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SHARED_DATA = ROOT.parent / "shared" / "data" / "tiny-imagenet-50"
+#: A small, fast variant of our model for tests.
+TINY_ADAPTIVE = {"stem_width": 8, "widths": (8, 16, 16, 32)}
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    from train.data import load_dataset
+
+    return load_dataset(None, 16, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def task1_run(tmp_path_factory, synthetic_dataset):
+    """A run folder holding ``adaptive/best.pt`` for a tiny model trained two epochs at 16 px."""
+    import torch
+
+    from train.engine import RunSpec, TrainConfig, fit
+    from train.models import create_model
+
+    out = tmp_path_factory.mktemp("task1")
+    spec = RunSpec("adaptive", "adaptive", dict(TINY_ADAPTIVE))
+    torch.manual_seed(0)
+    model = create_model("adaptive", num_classes=synthetic_dataset.num_classes, **TINY_ADAPTIVE)
+    fit(model, spec, synthetic_dataset, out / "adaptive", TrainConfig(epochs=2, batch_size=64), "task1",
+        log=lambda _: None)
+    return out
