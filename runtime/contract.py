@@ -32,6 +32,26 @@ META_MODEL = "anychannel.model"                       # "adaptive"
 META_MODEL_VERSION = "anychannel.model_version"       # the project's version
 META_DATA_FINGERPRINT = "anychannel.data_fingerprint"  # sha256 of the training pixels and labels
 META_EXPORTER = "anychannel.exporter"                 # JSON {"torch": ..., "onnx": ..., ...}
+META_PRECISION = "anychannel.precision"               # "fp32" or "int8"
+
+#: ``manifest.json`` (JSON object), written by export and read by the runtime. Top level:
+#: ``contract_version`` (int, :data:`CONTRACT_VERSION`), ``task``, ``model``, ``model_version``,
+#: ``class_names`` (list), ``image_size`` (int), ``input_name``, ``output_name``, and ``graphs``:
+#: an object keyed by configuration name ("RGB", ..., "B"), each entry holding
+#: :data:`MANIFEST_ENTRY_KEYS` (``file`` is relative to the manifest's folder; ``input_shape`` is
+#: ``["batch", C, H, W]``; ``parity`` holds ``max_abs_diff``, ``atol``, ``batch_sizes``,
+#: ``top1_agreement``, ``inputs``). An entry may add ``int8``: an object with ``file``, ``sha256``,
+#: ``size`` and ``accuracy`` (fp32 and int8 top-1 on the validation split, and their change).
+MANIFEST_GRAPHS = "graphs"
+MANIFEST_TOP_KEYS: tuple[str, ...] = (
+    "contract_version", "task", "model", "model_version", "class_names", "image_size",
+    "input_name", "output_name", MANIFEST_GRAPHS,
+)
+MANIFEST_ENTRY_KEYS: tuple[str, ...] = (
+    "file", "sha256", "size", "opset", "input_shape", "output_shape", "channels", "channel_indices",
+    "mean", "std", "precision", "simplified", "simplify_note", "parity", "versions", "data_fingerprint",
+    "exported_at",
+)
 
 
 def graph_filename(task: str, config: ChannelConfig, model: str | None = None) -> str:
