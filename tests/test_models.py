@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from runtime.channels import ALL_CONFIGS, ChannelConfig
+from train.models import create_model, list_models
+from train.models.layers import ChannelAdaptiveStem, DynamicConv2d, dynamic_conv_aggregated, dynamic_conv_sum
+
+from conftest import TINY_ADAPTIVE
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (1, 0)])
+def test_sum_form_equals_aggregated_kernel_definition(stride, padding):
+    torch.manual_seed(0)
+    x = torch.randn(5, 6, 9, 9)
+    attention = torch.softmax(torch.randn(5, 4), dim=1)
+    weight, bias = torch.randn(4, 7, 6, 3, 3), torch.randn(4, 7)
+    expected = dynamic_conv_aggregated(x, attention, weight, bias, stride, padding)
+    # The definition, written out per sample: one kernel sum_k a_k W_k for each image.
+    for i in range(5):
+        w = (attention[i].view(4, 1, 1, 1, 1) * weight).sum(0)
+        b = attention[i] @ bias
+        ref = torch.nn.functional.conv2d(x[i : i + 1], w, b, stride=stride, padding=padding)
+        torch.testing.assert_close(expected[i : i + 1], ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dynamic_conv_sum(x, attention, weight, bias, stride, padding), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_dynamic_conv_module_forms_agree():
+    torch.manual_seed(1)
+    conv = DynamicConv2d(3, 8, 3, num_kernels=4)
+    x = torch.randn(3, 3, 8, 8)
+    y_sum = conv(x)
+    conv.form = "aggregated"
+    torch.testing.assert_close(conv(x), y_sum, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=str)
+def test_resolved_stem_equals_stem(config):
+    torch.manual_seed(2)
+    stem = ChannelAdaptiveStem(8).eval()
+    with torch.no_grad():
+        stem.config_bias.normal_()
+        for norm in stem.norms:
+            norm.running_mean.normal_()
+    x = torch.randn(4, config.num_channels, 12, 12)
+    torch.testing.assert_close(stem.resolve(config)(x), stem(x, config), rtol=1e-5, atol=1e-5)
+
+
+def test_resolved_stem_holds_only_its_configuration():
+    stem = ChannelAdaptiveStem(8)
+    full = sum(p.numel() for p in stem.parameters())
+    r = sum(p.numel() for p in stem.resolve(ChannelConfig("R")).parameters())
+    rgb = sum(p.numel() for p in stem.resolve(ChannelConfig("RGB")).parameters())
+    assert r < rgb < full
+
+
+@pytest.mark.parametrize("name,kwargs", [("adaptive", TINY_ADAPTIVE), ("course", {"hidden": (64, 32)})])
+def test_multi_config_models_forward_all_seven(name, kwargs):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5, **kwargs).eval()
+    for config in ALL_CONFIGS:
+        x = torch.randn(2, config.num_channels, 32, 32)
+        logits = model(x, config)
+        assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+        torch.testing.assert_close(model.resolve(config)(x), logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=str)
+def test_naive_model_per_configuration(config):
+    model = create_model("naive", num_classes=4, channels=config.name).eval()
+    assert model(torch.randn(2, config.num_channels, 16, 16)).shape == (2, 4)
+    other = next(c for c in ALL_CONFIGS if c != config)
+    with pytest.raises(ValueError, match="trained for"):
+        model(torch.randn(2, other.num_channels, 16, 16), other)
+
+
+def test_adaptive_rejects_wrong_channel_count():
+    model = create_model("adaptive", num_classes=3, **TINY_ADAPTIVE)
+    with pytest.raises(ValueError, match="RG input needs 2 channels"):
+        model(torch.randn(1, 3, 16, 16), ChannelConfig("RG"))
+
+
+def test_registry():
+    assert {"adaptive", "naive", "course", "static"} <= set(list_models())
+    with pytest.raises(KeyError, match="known"):
+        create_model("nope", num_classes=2)
+
+
+def test_course_design_is_about_the_published_size():
+    params = sum(p.numel() for p in create_model("course", num_classes=50).parameters())
+    assert 14.5e6 < params < 16e6  # published: 15.35M
+
+
+def test_adaptive_is_much_smaller_than_course():
+    ours = sum(p.numel() for p in create_model("adaptive", num_classes=50).parameters())
+    assert ours < 15.35e6 / 4

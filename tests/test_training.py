@@ -1,0 +1,96 @@
+import json
+
+import pytest
+import torch
+
+from runtime.channels import ALL_CONFIGS
+from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from train.data import SplitTensors
+from train.engine import RunSpec, TrainConfig, evaluate, fit, sample_config
+from train.models import create_model
+
+from conftest import TINY_ADAPTIVE
+
+
+def test_tiny_run_beats_chance_on_every_configuration(task1_run, synthetic_dataset):
+    ckpt = load_checkpoint(task1_run / "adaptive" / "best.pt", "task1")
+    model = model_from_checkpoint(ckpt)
+    val = SplitTensors(synthetic_dataset.splits["val"])
+    chance = 1 / synthetic_dataset.num_classes
+    accuracy = {c.name: evaluate(model, val, c)[1] for c in ALL_CONFIGS}
+    assert all(acc > 1.5 * chance for acc in accuracy.values()), accuracy
+    assert sum(accuracy.values()) / len(accuracy) > 2.5 * chance, accuracy
+
+
+def test_hierarchical_sampling_covers_all_configs():
+    g = torch.Generator().manual_seed(0)
+    counts = {}
+    for _ in range(900):
+        c = sample_config(g).name
+        counts[c] = counts.get(c, 0) + 1
+    assert set(counts) == {c.name for c in ALL_CONFIGS}
+    assert 240 < counts["RGB"] < 360  # a third of draws have three channels
+    assert 70 < counts["R"] < 130  # a ninth each for the others
+
+
+def _train(dataset, out, epochs, resume=False, loss_fn=None):
+    torch.manual_seed(0)
+    model = create_model("adaptive", num_classes=dataset.num_classes, **TINY_ADAPTIVE)
+    spec = RunSpec("adaptive", "adaptive", dict(TINY_ADAPTIVE))
+    fit(model, spec, dataset, out, TrainConfig(epochs=epochs, batch_size=128), "task1", resume=resume,
+        loss_fn=loss_fn, log=lambda _: None)
+    return load_checkpoint(out / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def small_dataset(synthetic_dataset):
+    from train.data.cache import Dataset, Split
+
+    s = synthetic_dataset.splits
+    cut = lambda sp, n: Split(sp.images[:n], sp.labels[:n])  # noqa: E731
+    return Dataset("tiny", synthetic_dataset.class_names, 16,
+                   {"train": cut(s["train"], 512), "val": cut(s["val"], 128), "test": cut(s["test"], 128)}, "fp")
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, small_dataset):
+    straight = _train(small_dataset, tmp_path / "a", epochs=3)
+
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_two(logits, y, x, config):
+        calls["n"] += 1
+        if calls["n"] == 6:  # 4 steps per epoch: this is inside epoch 2
+            raise KeyboardInterrupt
+        return torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(small_dataset, tmp_path / "b", epochs=3, loss_fn=interrupt_in_epoch_two)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    resumed = _train(small_dataset, tmp_path / "b", epochs=3, resume=True)
+    assert resumed["epoch"] == 3
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert json.dumps(straight["history"][-1]["val_acc"]) == json.dumps(resumed["history"][-1]["val_acc"])
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, small_dataset):
+    _train(small_dataset, tmp_path / "a", epochs=1)
+    with pytest.raises(CheckpointError, match="different settings"):
+        _train(small_dataset, tmp_path / "a", epochs=2, resume=True)
+
+
+def test_checkpoint_errors(tmp_path, task1_run):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="from 'task1', not 'task2'"):
+        load_checkpoint(task1_run / "adaptive" / "best.pt", "task2")
+    ckpt = load_checkpoint(task1_run / "adaptive" / "best.pt")
+    ckpt["model_kwargs"] = {}  # default widths: the weights no longer fit
+    with pytest.raises(CheckpointError, match="does not match"):
+        model_from_checkpoint(ckpt)
+    no_tmp = [p for p in (task1_run / "adaptive").iterdir() if p.name.endswith(".tmp")]
+    assert not no_tmp
