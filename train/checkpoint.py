@@ -40,7 +40,8 @@ def load_checkpoint(path: "str | os.PathLike[str]", task: str | None = None) -> 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for damaged files
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file: {exc}") from None
+        # torch's own message runs to several lines of advice; the type is enough to say what broke.
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a PyTorch file ({type(exc).__name__})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "format" not in ckpt:
         raise CheckpointError(f"checkpoint {path} is not an anychannel checkpoint")
     if ckpt["format"] != CHECKPOINT_FORMAT:
