@@ -97,5 +97,268 @@ def summary(
     typer.echo(summarize(task.value, image_size, num_classes))
 
 
+@app.command("export")
+def export_graphs(
+    task: Task = typer.Option(Task.task1, help="Whose checkpoint to export."),
+    channels: str = typer.Option("all", help="'all' (every configuration the model supports), one configuration "
+                                             "such as R, or a comma list such as RGB,R."),
+    model: Optional[str] = typer.Option(None, help="Model to export (default: adaptive for task1, shallow for task2)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint (default artifacts/<task>/<model>/best.pt)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/<task>/onnx/; onnx-<model>/ "
+                                                  "for a non-default model)."),
+    opset: int = typer.Option(18, help="ONNX opset, 17 or newer."),
+    images: Optional[Path] = typer.Option(None, help="Folder of real images for the parity check (default: the "
+                                                     "shared tiny-imagenet-50 photos, else synthetic images)."),
+) -> None:
+    """Export one verified ONNX graph per channel configuration and update manifest.json."""
+    from export import export_task
+    from runtime.errors import AnyChannelError
+
+    shown: list[str] = []
+
+    def row(r) -> None:  # printed as each graph is installed; the header only once one is
+        if not shown:
+            typer.echo("| channels | file | size | parity max diff | simplified |\n|---|---|---|---|---|")
+        shown.append(r.channels)
+        typer.echo(f"| {r.channels} | {r.file} | {r.size / 1024:.1f} KiB | {r.parity['max_abs_diff']:.2e} | "
+                   f"{'yes' if r.simplified else 'no: ' + r.simplify_note} |")
+
+    try:
+        result = export_task(task.value, channels, model, checkpoint, out, opset, images, on_graph=row)
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: graphs already listed are installed; no partial graph was written", err=True)
+        raise typer.Exit(code=130)
+    except AnyChannelError as exc:
+        _fail(str(exc))
+    typer.echo(f"{len(result.records)} graph(s) in {result.out_dir}; manifest {result.manifest}")
+
+
+# --- runtime commands: predict, evaluate, bench, doctor (torch only where stated) ---------------
+
+DEFAULT_ARTIFACTS = Path("artifacts/task1/onnx")
+
+
+def _classifier(artifacts: Path, device: Device, preload: bool = False):
+    from runtime import AnyChannelError, Classifier
+
+    try:
+        return Classifier(artifacts, device=device.value, preload=preload)
+    except AnyChannelError as exc:
+        _fail(str(exc))
+
+
+def _echo_json(obj: object) -> None:
+    import json
+
+    typer.echo(json.dumps(obj, indent=2))
+
+
+@app.command()
+def predict(
+    images: list[Path] = typer.Argument(..., help="Image files (any format Pillow reads)."),
+    artifacts: Path = typer.Option(DEFAULT_ARTIFACTS, help="Exported graphs: a folder or its manifest.json."),
+    channels: Optional[str] = typer.Option(None, help="What the images hold, e.g. RG: their R and G planes are "
+                                                      "used. Default: RGB."),
+    top_k: int = typer.Option(5, min=1, help="Classes to list per image."),
+    device: Device = typer.Option(Device.auto),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Classify image files with the graph for --channels (all images in one batch)."""
+    from dataclasses import asdict
+
+    from runtime import AnyChannelError
+
+    clf = _classifier(artifacts, device)
+    try:
+        batch, config = clf.preprocess([str(p) for p in images], channels)
+        results = clf.top_k(clf.run(batch, config), top_k)
+    except AnyChannelError as exc:
+        _fail(str(exc))
+    if json_out:
+        _echo_json([{"image": str(p), "channels": config.name, "predictions": [asdict(r) for r in preds]}
+                    for p, preds in zip(images, results)])
+        return
+    for path, preds in zip(images, results):
+        typer.echo(f"{path} [{config.name}]: " + ", ".join(f"{r.label} {r.probability:.3f}" for r in preds))
+
+
+@app.command()
+def evaluate(
+    artifacts: Path = typer.Option(DEFAULT_ARTIFACTS, help="Exported graphs: a folder or its manifest.json."),
+    data: Optional[str] = typer.Option(None, help="Dataset folder (file lists or ImageFolder); default: the "
+                                                  "embedded synthetic set."),
+    channels: str = typer.Option("all", help="'all' (every exported graph) or a list such as RGB,R."),
+    batch_size: int = typer.Option(256, min=1),
+    device: Device = typer.Option(Device.auto),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Top-1 accuracy of the ONNX graphs on the test split, per channel configuration."""
+    import numpy as np
+
+    from runtime import AnyChannelError, parse_channel_list
+    from train.data import DatasetError, load_dataset
+
+    clf = _classifier(artifacts, device)
+    try:
+        configs = clf.configs if channels.strip().lower() == "all" else parse_channel_list(channels)
+        dataset = load_dataset(data, clf.artifacts.image_size)
+        test = dataset.splits["test"]
+        rows = []
+        for config in configs:
+            predicted = np.concatenate([clf.predict_logits(test.images[i:i + batch_size], config).argmax(1)
+                                        for i in range(0, len(test), batch_size)])
+            rows.append({"channels": config.name, "images": len(test),
+                         "accuracy": float((predicted == test.labels).mean())})
+    except (AnyChannelError, DatasetError) as exc:
+        _fail(str(exc))
+    if json_out:
+        _echo_json({"artifacts": str(artifacts), "data": dataset.name, "split": "test",
+                    "providers": clf.providers, "results": rows})
+        return
+    typer.echo(f"{dataset.name} test split, {len(test)} images, graphs in {artifacts} ({', '.join(clf.providers)})")
+    typer.echo("| channels | top-1 accuracy |\n|---|---|")
+    for row in rows:
+        typer.echo(f"| {row['channels']} | {100 * row['accuracy']:.2f}% |")
+
+
+def _torch_eager(artifacts, config, checkpoint: Optional[Path]):
+    """``(forward(x, threads) -> logits, note)`` for the checkpoint the graphs came from, or ``(None, why)``."""
+    try:
+        import torch
+    except ImportError:
+        return None, "skipped: torch is not installed"
+    from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+
+    path = checkpoint or artifacts.root.parent / artifacts.model / "best.pt"
+    try:
+        ckpt = load_checkpoint(path, artifacts.task)
+        model = model_from_checkpoint(ckpt)
+    except CheckpointError as exc:
+        return None, f"skipped: {exc} (pass --checkpoint)"
+    # The resolved module is what export traced: the same computation as the graph.
+    module = model.resolve(config).eval() if hasattr(model, "resolve") else model
+
+    def forward(x, threads: int):
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+
+    return forward, f"{path}, torch {torch.__version__}"
+
+
+@app.command()
+def bench(
+    artifacts: Path = typer.Option(DEFAULT_ARTIFACTS, help="Exported graphs: a folder or its manifest.json."),
+    channels: str = typer.Option("RGB", help="The configuration to measure."),
+    batch_sizes: str = typer.Option("1,32", help="Comma list of batch sizes."),
+    runs: int = typer.Option(100, min=1, help="Timed calls per batch size."),
+    warmup: int = typer.Option(5, min=0, help="Untimed calls before timing."),
+    checkpoint: Optional[Path] = typer.Option(None, help="PyTorch checkpoint for the eager comparison "
+                                                         "(default <artifacts>/../<model>/best.pt)."),
+    device: Device = typer.Option(Device.auto),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Latency (first call, p50/p90/p99) and throughput of one graph, beside PyTorch eager."""
+    import time
+
+    import numpy as np
+
+    from runtime import AnyChannelError, ChannelConfig
+    from runtime.bench import latency
+    from runtime.device import available_cores
+
+    try:
+        sizes = sorted({int(b) for b in batch_sizes.split(",") if b.strip()})
+        if not sizes or min(sizes) < 1:
+            raise ValueError
+    except ValueError:
+        _fail(f"--batch-sizes {batch_sizes!r}: expected positive integers such as 1,32")
+    try:
+        config = ChannelConfig.parse(channels)
+        start = time.perf_counter()
+        clf = _classifier(artifacts, device)
+        image = np.random.default_rng(0).integers(0, 256, (clf.artifacts.image_size,) * 2 + (3,), dtype=np.uint8)
+        clf.predict_logits(image, config)
+        first_ms = 1e3 * (time.perf_counter() - start)
+        spec = clf.spec(config)
+    except AnyChannelError as exc:
+        _fail(str(exc))
+    threads = available_cores()
+    eager, eager_note = _torch_eager(clf.artifacts, config, checkpoint)
+    # Eager gets its best of 1 thread and all cores: on a busy machine torch's OpenMP threads can
+    # stall each other, and a fair comparison should not count that against it.
+    eager_threads = sorted({1, threads})
+    rng = np.random.default_rng(1)
+    rows = []
+    for n in sizes:
+        images = rng.integers(0, 256, (n, spec.image_size, spec.image_size, 3), dtype=np.uint8)
+        x, _ = clf.preprocess(images, config)
+        row = {"batch_size": n, "onnxruntime": latency(lambda: clf.run(x, config), n, runs, warmup).to_dict()}
+        if eager is not None:
+            best = min((latency(lambda: eager(x, t), n, runs, warmup).to_dict() | {"threads": t}
+                        for t in eager_threads), key=lambda r: r["p50_ms"])
+            row["torch_eager"] = best
+            row["max_abs_logit_diff"] = float(np.abs(eager(x, best["threads"]) - clf.run(x, config)).max())
+        rows.append(row)
+    report = {"artifacts": str(artifacts), "channels": config.name, "image_size": spec.image_size,
+              "providers": clf.providers, "threads": threads, "first_inference_ms": first_ms,
+              "torch_eager": eager_note, "results": rows}
+    if json_out:
+        _echo_json(report)
+        return
+    typer.echo(f"{config.name} graph from {artifacts}, {spec.image_size} px, providers {', '.join(clf.providers)}, "
+               f"{threads} cores")
+    typer.echo(f"first inference (load, verify, create session, run 1 image): {first_ms:.1f} ms")
+    typer.echo(f"PyTorch eager: {eager_note} (best of {eager_threads} threads)")
+    typer.echo("| runtime | batch | threads | p50 ms | p90 ms | p99 ms | images/s |\n|---|---|---|---|---|---|---|")
+    for row in rows:
+        for name in ("onnxruntime", "torch_eager"):
+            if name in row:
+                r = row[name]
+                typer.echo(f"| {name} | {r['batch_size']} | {r.get('threads', threads)} | {r['p50_ms']:.3f} | "
+                           f"{r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['images_per_s']:.0f} |")
+        if "max_abs_logit_diff" in row:
+            typer.echo(f"  batch {row['batch_size']}: max |logit difference| onnxruntime vs eager "
+                       f"{row['max_abs_logit_diff']:.2e}")
+
+
+@app.command()
+def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
+    """Check the onnxruntime install: packages, providers, CUDA/cuDNN libraries, torch's CUDA."""
+    from runtime.device import diagnose, problems
+
+    report = diagnose()
+    try:
+        import torch
+
+        torch_cuda = torch.version.cuda
+        report["torch"] = {"version": torch.__version__, "cuda": torch_cuda, "cuda_available": torch.cuda.is_available()}
+    except ImportError:
+        torch_cuda, report["torch"] = None, None
+    report["problems"] = problems(report, torch_cuda)
+    if json_out:
+        _echo_json(report)
+        return
+    ort_info = report["onnxruntime"]
+    typer.echo(f"onnxruntime {ort_info['version']} (built for CUDA {ort_info['built_for_cuda'] or '-'}); "
+               f"installed: {', '.join(f'{n} {v}' for n, v in ort_info['distributions'])}")
+    typer.echo(f"available providers: {', '.join(report['available_providers'])}; "
+               f"cores available: {report['available_cores']}")
+    if "preload_dlls" in report:
+        typer.echo(f"onnxruntime.preload_dlls(): {report['preload_dlls']}")
+    for name, lib in report["libraries"].items():
+        state = {"at start": "loads", "after preload_dlls": "loads only after onnxruntime.preload_dlls()",
+                 None: f"MISSING: {lib['error']}"}[lib["loads"]]
+        typer.echo(f"  {lib['component']:<12} {name:<20} {state}")
+    lib = report["cuda_provider_library"]
+    typer.echo(f"  CUDA provider library: {'loads' if lib['error'] is None else 'FAILS: ' + lib['error']}")
+    torch_info = report["torch"]
+    typer.echo("torch: not installed" if torch_info is None else
+               f"torch {torch_info['version']}, CUDA {torch_info['cuda'] or 'none (CPU build)'}, "
+               f"GPU visible: {torch_info['cuda_available']}")
+    found = report["problems"]
+    typer.echo("problems:\n" + "\n".join(f"  - {p}" for p in found) if found else "no problems found")
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -75,17 +75,27 @@ def load_rgb(path: "str | os.PathLike[str]", size: int) -> np.ndarray:
     return np.asarray(resize(to_rgb(open_image(path)), size), dtype=np.uint8)
 
 
-def normalize(planes: np.ndarray, config: ChannelConfig) -> np.ndarray:
-    """Map ``N x C x H x W`` values in [0, 1] to the model's input, by channel identity."""
-    mean = np.asarray(config.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(config.std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return ((planes.astype(np.float32) - mean) / std).astype(np.float32)
+def normalize(planes: np.ndarray, config: ChannelConfig, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None) -> np.ndarray:
+    """Map ``N x C x H x W`` values in [0, 1] to the model's input, by channel identity.
+
+    ``mean`` and ``std`` default to ``config``'s; the runtime passes the values a graph's
+    metadata records, which export wrote from the same table.
+    """
+    mean_ = np.asarray(config.mean if mean is None else mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std_ = np.asarray(config.std if std is None else std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return ((planes.astype(np.float32) - mean_) / std_).astype(np.float32)
 
 
-def uint8_batch_to_input(images: np.ndarray, config: ChannelConfig) -> np.ndarray:
-    """``N x H x W x 3`` uint8 RGB to the normalised ``N x C x H x W`` float32 model input."""
+def uint8_batch_to_input(images: np.ndarray, config: ChannelConfig, mean: Sequence[float] | None = None,
+                         std: Sequence[float] | None = None) -> np.ndarray:
+    """``N x H x W x 3`` uint8 RGB to the normalised, contiguous ``N x C x H x W`` float32 model input.
+
+    Same operations in the same order as training's torch loader (select, /255, -mean, /std),
+    so the float32 results are bit-identical.
+    """
     planes = images[..., list(config.indices)].transpose(0, 3, 1, 2)
-    return normalize(planes.astype(np.float32) / 255.0, config)
+    return np.ascontiguousarray(normalize(planes.astype(np.float32) / 255.0, config, mean, std))
 
 
 def stack_planes(images: Sequence[np.ndarray]) -> np.ndarray:
