@@ -5,6 +5,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# Test models are tiny: one thread is as fast, and leaves the other core to whatever else runs.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,3 +40,15 @@ def task1_run(tmp_path_factory, synthetic_dataset):
     fit(model, spec, synthetic_dataset, out / "adaptive", TrainConfig(epochs=2, batch_size=64), "task1",
         log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def task1_artifacts(task1_run):
+    """``task1_run/onnx``: all seven graphs of the tiny model and their manifest, from the real exporter.
+
+    Next to ``task1_run/adaptive/best.pt``, so tools that look for the checkpoint beside the
+    graphs (``bench``) find it as they would under ``artifacts/task1/``.
+    """
+    from export import export_task
+
+    return export_task("task1", "all", checkpoint=task1_run / "adaptive" / "best.pt", out=task1_run / "onnx").out_dir

@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from runtime.channels import ChannelConfig
+from train.data import SplitTensors
+from train.data.cache import Dataset, Split
+from train.distill import distillation_loss, distillation_loss_fn
+from train.engine import RunSpec, TrainConfig, evaluate, fit
+from train.models import create_model
+from train.models.shallow import RepConv, count_weight_layers
+
+RGB = ChannelConfig("RGB")
+
+
+def test_shallow_net_has_four_weight_layers_in_inference_form():
+    model = create_model("shallow", num_classes=10)
+    assert model.weight_layer_count() == 4
+    assert count_weight_layers(model.resolve(RGB)) == 4
+    # The training form has more convolutions (RepVGG branches): they must fold away.
+    assert count_weight_layers(model) > 4
+
+
+@pytest.mark.parametrize("in_ch,out_ch,stride", [(8, 8, 1), (8, 16, 2), (8, 16, 1)])
+def test_repconv_fuses_exactly(in_ch, out_ch, stride):
+    torch.manual_seed(0)
+    block = RepConv(in_ch, out_ch, stride)
+    block.train()
+    for _ in range(3):  # give the batch norms non-trivial running statistics
+        block(torch.randn(16, in_ch, 10, 10) * 2 + 1)
+    block.eval()
+    x = torch.randn(4, in_ch, 10, 10)
+    expected = block(x)
+    block.fuse()
+    torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-5)
+
+
+class _RecordingTeacher(torch.nn.Module):
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits, self.seen = logits, []
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x, config=None):
+        self.seen.append(x)
+        return self.logits * self.scale
+
+
+def test_distillation_uses_the_teachers_logits_on_the_same_batch():
+    torch.manual_seed(0)
+    student = torch.randn(6, 5, requires_grad=True)
+    labels = torch.randint(0, 5, (6,))
+    inputs = torch.randn(6, 3, 8, 8)
+    teacher_a = _RecordingTeacher(torch.randn(6, 5) * 3)
+    loss_a = distillation_loss_fn(teacher_a)(student, labels, inputs, RGB)
+    assert teacher_a.seen and teacher_a.seen[0] is inputs
+    assert not teacher_a.scale.requires_grad  # the teacher is frozen
+    torch.testing.assert_close(loss_a, distillation_loss(student, teacher_a.logits, labels))
+    teacher_b = _RecordingTeacher(-teacher_a.logits)
+    assert not torch.allclose(loss_a, distillation_loss_fn(teacher_b)(student, labels, inputs, RGB))
+    # With alpha=1 only the teacher matters: matching the teacher exactly gives zero loss.
+    zero = distillation_loss(teacher_a.logits, teacher_a.logits, labels, alpha=1.0)
+    assert float(zero) == pytest.approx(0.0, abs=1e-6)
+    loss_a.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+def test_tiny_shallow_run_beats_chance(tmp_path, synthetic_dataset):
+    torch.manual_seed(0)
+    kwargs = {"widths": (16, 32, 64)}
+    model = create_model("shallow", num_classes=synthetic_dataset.num_classes, **kwargs)
+    fit(model, RunSpec("shallow", "shallow", kwargs, (RGB,)), synthetic_dataset, tmp_path / "shallow",
+        TrainConfig(epochs=3, batch_size=64), "task2", log=lambda _: None)
+    _, acc = evaluate(model, SplitTensors(synthetic_dataset.splits["val"]), RGB)
+    assert acc > 3 / synthetic_dataset.num_classes
+
+
+def test_run_task2_end_to_end_reports_ratio_latency_and_distils(tmp_path, synthetic_dataset):
+    from train.task2 import run_task2
+
+    s = synthetic_dataset.splits
+    cut = lambda sp, n: Split(sp.images[:n], sp.labels[:n])  # noqa: E731
+    small = Dataset("tiny", synthetic_dataset.class_names, 16,
+                    {"train": cut(s["train"], 256), "val": cut(s["val"], 64), "test": cut(s["test"], 64)}, "fp")
+    logs: list[str] = []
+    results = run_task2(small, ["shallow", "resnet34"], tmp_path, TrainConfig(epochs=1, batch_size=64),
+                        train_eval_samples=64, log=logs.append)
+    assert list(results["models"]) == ["resnet34", "shallow"]  # the teacher trains first
+    assert any("distilling from" in line for line in logs)
+    assert results["models"]["shallow"]["weight_layers"] == 4
+    assert results["models"]["shallow"]["params"] < results["models"]["resnet34"]["params"]
+    assert results["models"]["resnet34"]["cpu_latency_ms_batch1"] > 0
+    assert 0 <= results["shallow_to_resnet34_test_acc"]
+    md = (tmp_path / "results.md").read_text()
+    assert "Shallow / ResNet34 test accuracy" in md
+    assert (tmp_path / "curves-shallow.png").stat().st_size > 0
