@@ -40,7 +40,7 @@ def _split_models(text: str, known: tuple[str, ...]) -> list[str]:
 def train(
     task: Task = typer.Argument(..., help="task1: any-channel model vs baselines; task2: shallow vs ResNet34."),
     data: Optional[str] = typer.Option(None, help="Dataset folder (file lists or ImageFolder); default: embedded synthetic set."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs per model (default: 15 for task1, 12 for task2)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs per model (default: 10 for task1, 12 for task2)."),
     image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default 32)."),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(2e-3, help="Peak learning rate of the one-cycle schedule."),
@@ -66,7 +66,7 @@ def train(
         if task is Task.task1:
             from train.task1 import MODELS, run_task1
 
-            cfg = TrainConfig(epochs=epochs or 15, batch_size=batch_size, lr=lr, seed=seed, device=device.value)
+            cfg = TrainConfig(epochs=epochs or 10, batch_size=batch_size, lr=lr, seed=seed, device=device.value)
             results = run_task1(dataset, _split_models(models or ",".join(MODELS), MODELS), out, cfg,
                                 resume=resume, train_eval_samples=train_eval_samples)
         else:

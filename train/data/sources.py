@@ -107,9 +107,9 @@ def _imagefolder(root: Path) -> DatasetSource:
 
 def discover(root: "str | Path") -> DatasetSource:
     """Recognise the layout under ``root``: ``train.txt`` lists, or ``train/<class>/`` folders."""
-    root = Path(root)
-    if not root.is_dir():
+    if not Path(root).is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
+    root = Path(root).resolve()  # one cache key however the folder is spelled
     if (root / "train.txt").exists():
         return _filelist(root)
     if (root / "train").is_dir():
