@@ -129,7 +129,8 @@ def export_graphs(
         typer.echo("\ninterrupted: graphs already listed are installed; no partial graph was written", err=True)
         raise typer.Exit(code=130)
     except AnyChannelError as exc:
-        _fail(str(exc))
+        # Some messages quote torch's multi-line ones (state_dict mismatches); the first line says it.
+        _fail(str(exc).strip().splitlines()[0].rstrip(":"))
     typer.echo(f"{len(result.records)} graph(s) in {result.out_dir}; manifest {result.manifest}")
 
 

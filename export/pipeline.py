@@ -1,0 +1,137 @@
+"""Export a task's trained model: one verified graph per requested configuration, plus the manifest.
+
+This is what ``python cli.py export`` runs. It resolves defaults (model, checkpoint, output
+folder), fails fast on bad input before any slow work, then exports configuration by
+configuration, updating the manifest after each graph is installed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch.nn as nn
+
+from runtime.channels import ChannelConfig, parse_channel_list
+from runtime.contract import MANIFEST_GRAPHS, MANIFEST_NAME, graph_filename
+from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+
+from .atomic import ensure_writable_dir
+from .checks import check_opset
+from .errors import ExportError
+from .images import ImageSet, parity_images
+from .manifest import GraphRecord, manifest_header, start_manifest, write_manifest
+from .metadata import ModelInfo, project_version
+from .onnx import DEFAULT_OPSET, export_onnx
+
+ARTIFACTS = Path("artifacts")
+#: The model each task exports unless told otherwise (its graphs go to ``<task>/onnx/``).
+DEFAULT_MODELS = {"task1": "adaptive", "task2": "shallow"}
+#: Models trained once per configuration, in run folders ``<model>-<CONFIG>``.
+PER_CONFIG_MODELS = frozenset({"naive"})
+
+
+@dataclass
+class Target:
+    """A loaded checkpoint and the model rebuilt from it."""
+
+    path: Path
+    net: nn.Module
+    info: ModelInfo
+    configs: tuple[str, ...]
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: Path
+    records: list[GraphRecord] = field(default_factory=list)
+
+
+def default_model(task: str) -> str:
+    if task not in DEFAULT_MODELS:
+        raise ExportError(f"unknown task {task!r}: expected one of {', '.join(DEFAULT_MODELS)}")
+    return DEFAULT_MODELS[task]
+
+
+def default_checkpoint(task: str, model: str, config: ChannelConfig | None = None, root: Path = ARTIFACTS) -> Path:
+    run = f"{model}-{config.name}" if model in PER_CONFIG_MODELS and config is not None else model
+    return root / task / run / "best.pt"
+
+
+def default_out_dir(task: str, model: str, root: Path = ARTIFACTS) -> Path:
+    return root / task / ("onnx" if model == default_model(task) else f"onnx-{model}")
+
+
+def graph_name(task: str, model: str, config: ChannelConfig) -> str:
+    return graph_filename(task, config, None if model == default_model(task) else model)
+
+
+def load_target(path: Path, task: str, model: str | None) -> Target:
+    """Load a checkpoint (``weights_only``), check it is ``task``'s ``model``, and rebuild the model."""
+    ckpt = load_checkpoint(path, task)
+    if model is not None and ckpt.get("model") != model:
+        raise CheckpointError(f"checkpoint {path} holds model {ckpt.get('model')!r}, not {model!r}")
+    try:
+        info = ModelInfo.from_checkpoint(ckpt)
+        configs = tuple(ckpt["configs"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} lacks export information: {exc}") from None
+    return Target(path, model_from_checkpoint(ckpt), info, configs)
+
+
+def plan(task: str, channels: str, model: str | None, checkpoint: Path | None,
+         root: Path = ARTIFACTS) -> tuple[str, list[tuple[ChannelConfig, Target]]]:
+    """Which configuration comes from which checkpoint. ``channels="all"`` means all the model supports."""
+    everything = channels.strip().lower() == "all"
+    wanted = None if everything else parse_channel_list(channels)
+    if checkpoint is not None:
+        target = load_target(Path(checkpoint), task, model)
+        pairs = [(c, target) for c in (wanted or parse_channel_list(list(target.configs)))]
+    else:
+        model = model or default_model(task)
+        if model in PER_CONFIG_MODELS:
+            pairs = [(c, load_target(default_checkpoint(task, model, c, root), task, model))
+                     for c in (wanted or parse_channel_list("all"))]
+        else:
+            target = load_target(default_checkpoint(task, model, root=root), task, model)
+            pairs = [(c, target) for c in (wanted or parse_channel_list(list(target.configs)))]
+    for config, target in pairs:
+        if config.name not in target.configs:
+            raise ExportError(f"checkpoint {target.path} supports {', '.join(target.configs)}, not {config}")
+        if target.info != pairs[0][1].info:
+            raise ExportError(f"checkpoints {pairs[0][1].path} and {target.path} disagree on task, classes, "
+                              f"image size or training data; export them to separate folders")
+    return pairs[0][1].info.model, pairs
+
+
+def export_task(task: str = "task1", channels: str = "all", model: str | None = None,
+                checkpoint: "str | Path | None" = None, out: "str | Path | None" = None,
+                opset: int = DEFAULT_OPSET, images: "str | Path | None" = None, root: Path = ARTIFACTS,
+                on_graph: Callable[[GraphRecord], None] | None = None) -> ExportResult:
+    """Export and validate one graph per configuration into ``out`` and update its manifest.
+
+    Stops at the first failure; graphs installed before it stay, and the manifest lists them.
+    """
+    default_model(task)  # validates the task name
+    check_opset(opset)
+    model, pairs = plan(task, channels, model, Path(checkpoint) if checkpoint else None, root)
+    out_dir = ensure_writable_dir(out if out is not None else default_out_dir(task, model, root))
+    info = pairs[0][1].info
+    image_set: ImageSet = parity_images(info.image_size, images)
+    manifest = start_manifest(out_dir, manifest_header(task, model, project_version(), info.class_names,
+                                                       info.image_size))
+    result = ExportResult(out_dir, out_dir / MANIFEST_NAME)
+    for config, target in pairs:
+        net = target.net
+        # The reference is the unresolved model (every model takes ``forward(x, config)``), so
+        # parity also proves that resolve() - branch selection, re-parameterisation - is exact.
+        record = export_onnx(net.resolve(config).eval(), config, out_dir / graph_name(task, model, config),
+                             target.info, opset=opset, reference=lambda x, n=net, c=config: n(x, c),
+                             images=image_set)
+        manifest[MANIFEST_GRAPHS][config.name] = record.to_dict()
+        result.manifest = write_manifest(out_dir, manifest)
+        result.records.append(record)
+        if on_graph is not None:
+            on_graph(record)
+    return result

@@ -1,0 +1,75 @@
+"""``python cli.py export``: default locations, the summary table, and one-line errors for bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+from runtime import contract
+
+
+@pytest.fixture(scope="module")
+def checkpoint(task1_run) -> Path:
+    return task1_run / "adaptive" / "best.pt"
+
+
+def _export(*args: str):
+    return CliRunner().invoke(app, ["export", *args])
+
+
+def _write_ckpt(path: Path, source: Path, **changes) -> Path:
+    ckpt = torch.load(source, weights_only=True)
+    ckpt.update(changes)
+    torch.save(ckpt, path)
+    return path
+
+
+def test_export_with_defaults_writes_the_graph_the_manifest_and_a_table(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "artifacts" / "task1" / "adaptive"
+    run.mkdir(parents=True)
+    shutil.copy(checkpoint, run / "best.pt")
+    result = _export("--channels", "r")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "artifacts" / "task1" / "onnx"
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "task1-R.onnx"]
+    assert list(json.loads((out / contract.MANIFEST_NAME).read_text())["graphs"]) == ["R"]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "| channels | file | size | parity max diff | simplified |"
+    assert lines[2].startswith("| R | task1-R.onnx | ") and lines[2].endswith(" | yes |")
+    assert "1 graph(s) in artifacts/task1/onnx" in lines[3]
+
+
+def _assert_fails(result, message: str, out: Path | None = None) -> None:
+    assert result.exit_code != 0
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert message in result.stderr, result.stderr
+    if out is not None:
+        assert not out.exists() or not list(out.glob("*.onnx"))
+
+
+def test_bad_input_gets_one_line_and_a_non_zero_exit(checkpoint, tmp_path):
+    out = tmp_path / "onnx"
+    ok = ("--checkpoint", str(checkpoint), "--out", str(out))
+    _assert_fails(_export("--channels", "RX", *ok), "invalid channel configuration 'RX'", out)
+    _assert_fails(_export("--checkpoint", str(tmp_path / "missing.pt")), "does not exist")
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    _assert_fails(_export("--checkpoint", str(tmp_path / "corrupt.pt"), "--out", str(out)), "is corrupt", out)
+    _assert_fails(_export("--task", "task2", *ok), "is from 'task1', not 'task2'", out)
+    future = _write_ckpt(tmp_path / "future.pt", checkpoint, format=99)
+    _assert_fails(_export("--checkpoint", str(future), "--out", str(out)), "has format 99", out)
+    other_shape = _write_ckpt(tmp_path / "kwargs.pt", checkpoint, model_kwargs={})
+    _assert_fails(_export("--checkpoint", str(other_shape), "--out", str(out)), "does not match model", out)
+    rgb_only = _write_ckpt(tmp_path / "rgb.pt", checkpoint, configs=["RGB"])
+    _assert_fails(_export("--checkpoint", str(rgb_only), "--channels", "R", "--out", str(out)),
+                  "supports RGB, not R", out)
+    _assert_fails(_export("--model", "course", *ok), "holds model 'adaptive', not 'course'", out)
+    _assert_fails(_export("--opset", "16", *ok), "opset 16 is too old", out)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    _assert_fails(_export("--checkpoint", str(checkpoint), "--out", str(blocker / "onnx")), "is not writable")
