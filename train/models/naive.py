@@ -32,13 +32,16 @@ class NaiveCNN(nn.Module):
     def supported_configs(self) -> tuple[ChannelConfig, ...]:
         return (self.config,)
 
-    def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
+    def _check(self, config: ChannelConfig | None) -> None:
         if config is not None and config != self.config:
             raise ValueError(f"this naive model was trained for {self.config}, not {config}")
+
+    def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
+        self._check(config)
         return self.head(self.features(x))
 
     def resolve(self, config: ChannelConfig) -> nn.Module:
-        self.forward(torch.empty(0), config) if config != self.config else None
+        self._check(config)
         return _Fixed(self, config)
 
 
