@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,27 +34,42 @@ from .parity import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, REFERENCE_BATCH, Referen
 DEFAULT_OPSET = 18
 
 
+#: The dynamo exporter emits this opset and newer natively; older ones it can only down-convert,
+#: and onnx's converter fails on our graphs, so they go through the TorchScript exporter.
+DYNAMO_MIN_OPSET = 18
+
+
 def to_onnx_proto(module: nn.Module, config: ChannelConfig, image_size: int, opset: int) -> onnx.ModelProto:
     """Export ``module`` (its ``forward(x)`` already bound to ``config``) with a dynamic batch.
 
     We use the dynamo exporter, torch's default and maintained path: it emits a flat graph
     (no Shape/Gather/Concat shape arithmetic, no Identity nodes), so even the unsimplified
-    fallback is clean. The example has batch 2 because a batch of 1 lets tracing specialise
-    the axis to a constant.
+    fallback is clean. Opset 17 goes through the TorchScript exporter (see
+    :data:`DYNAMO_MIN_OPSET`). The example has batch 2 because a batch of 1 lets tracing
+    specialise the axis to a constant.
     """
     example = torch.randn(2, config.num_channels, image_size, image_size)
+    names = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
     try:
-        # The exporter reports progress on stdout; a CLI table should not be interleaved with it.
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
-            program = torch.onnx.export(
-                module.eval(), (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                opset_version=opset, dynamo=True, external_data=False, verbose=False,
-                dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
-            )
-    except Exception as exc:  # the exporter raises many types; report one line
+        # The exporters report progress and deprecations; a CLI table should not be interleaved with them.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if opset >= DYNAMO_MIN_OPSET:
+                program = torch.onnx.export(module.eval(), (example,), dynamo=True, external_data=False,
+                                            verbose=False, dynamic_shapes=({0: torch.export.Dim(BATCH_DIM)},),
+                                            **names)
+                graph = program.model_proto
+            else:
+                buffer = io.BytesIO()
+                torch.onnx.export(module.eval(), (example,), buffer, dynamo=False, **names,
+                                  dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}})
+                graph = onnx.load_from_string(buffer.getvalue())
+    except Exception as exc:  # the exporters raise many types; report one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"{config}: torch.onnx.export failed: {first}") from exc
-    return program.model_proto
+    if opset_of(graph) != opset:
+        raise ExportError(f"{config}: asked for opset {opset}, the exporter produced {opset_of(graph)}")
+    return graph
 
 
 def _max_output_diff(a: onnx.ModelProto, b: onnx.ModelProto, config: ChannelConfig, image_size: int) -> float:

@@ -401,3 +401,13 @@ def test_default_locations_and_names():
     assert graph_name("task2", "resnet34", RGB) == "task2-resnet34-RGB.onnx"
     assert default_checkpoint("task1", "adaptive") == Path("artifacts/task1/adaptive/best.pt")
     assert default_checkpoint("task1", "naive", R) == Path("artifacts/task1/naive-R/best.pt")
+
+
+def test_opset_17_is_honoured(net, tmp_path):
+    """The dynamo exporter starts at opset 18, so 17 takes the TorchScript path: same contract."""
+    module, info = _resolved_r(net)
+    record = export_onnx(module, R, tmp_path / "r17.onnx", info, opset=17)
+    graph = onnx.load(tmp_path / "r17.onnx")
+    assert record.opset == 17 and graph.opset_import[0].version == 17
+    check_graph(graph, "R", (1, 16, 16), 10)
+    assert record.parity["max_abs_diff"] <= 1e-4 and record.simplified
