@@ -1,0 +1,200 @@
+"""The runtime's commands (predict, evaluate, bench, doctor), lightness, and the README example."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cli import app
+from runtime import ALL_CONFIGS, Classifier
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    """Run ``cli.py`` in a scratch folder (its dataset cache goes there, not into the repo)."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(5)
+    paths = [folder / "a.png", folder / "b.jpg"]
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(paths[0])
+    Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(paths[1])
+    return paths
+
+
+# --- predict --------------------------------------------------------------------------------------
+
+def test_predict_json_matches_the_library(run_cli, task1_artifacts, image_files):
+    result = run_cli("predict", *image_files, "--artifacts", task1_artifacts, "--channels", "GB", "--top-k", 2,
+                     "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    expected = Classifier(task1_artifacts, device="cpu").predict([str(p) for p in image_files], "GB", top_k=2)
+    assert [o["image"] for o in out] == [str(p) for p in image_files]
+    assert all(o["channels"] == "GB" for o in out)
+    assert [[p["label"] for p in o["predictions"]] for o in out] == [[p.label for p in e] for e in expected]
+
+
+def test_predict_text_and_errors(run_cli, task1_artifacts, image_files, tmp_path):
+    ok = run_cli("predict", image_files[0], "--artifacts", task1_artifacts, "--device", "cpu", "--top-k", 1)
+    assert ok.exit_code == 0 and re.match(r".*a\.png \[RGB\]: \S+ 0\.\d{3}$", ok.output.strip()), ok.output
+    (tmp_path / "bad.png").write_text("not an image")
+    bad = run_cli("predict", tmp_path / "bad.png", "--artifacts", task1_artifacts, "--device", "cpu")
+    assert bad.exit_code == 2 and "not a readable image" in bad.output
+    missing = run_cli("predict", image_files[0], "--artifacts", tmp_path / "none", "--device", "cpu")
+    assert missing.exit_code == 2 and "no exported artifacts" in missing.output
+
+
+# --- evaluate -------------------------------------------------------------------------------------
+
+def test_evaluate_matches_pytorch_evaluation(run_cli, task1_artifacts, task1_run, synthetic_dataset):
+    """>= 99.9% top-1 agreement with the checkpoint in PyTorch, accuracy within 0.1 points."""
+    import torch
+
+    from train.checkpoint import load_checkpoint, model_from_checkpoint
+    from train.data import SplitTensors
+    from train.engine import evaluate
+
+    result = run_cli("evaluate", "--artifacts", task1_artifacts, "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["channels"]: r for r in json.loads(result.output)["results"]}
+    assert list(rows) == [c.name for c in ALL_CONFIGS]
+
+    model = model_from_checkpoint(load_checkpoint(task1_run / "adaptive" / "best.pt"))
+    test = SplitTensors(synthetic_dataset.splits["test"])
+    clf = Classifier(task1_artifacts, device="cpu")
+    for config in ALL_CONFIGS:
+        _, torch_acc = evaluate(model, test, config)
+        assert abs(rows[config.name]["accuracy"] - torch_acc) <= 0.001, config
+        with torch.no_grad():
+            torch_pred = torch.cat([model(x, c).argmax(1) for x, _, c in test.batches(256, config)]).numpy()
+        onnx_pred = clf.predict_logits(synthetic_dataset.splits["test"].images, config).argmax(1)
+        assert (torch_pred == onnx_pred).mean() >= 0.999, config
+
+
+def test_evaluate_table_for_chosen_configurations(run_cli, task1_artifacts):
+    result = run_cli("evaluate", "--artifacts", task1_artifacts, "--channels", "RGB,B", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"\| RGB \| \d+\.\d\d% \|", result.output) and "| B |" in result.output
+    assert "| RG |" not in result.output
+
+
+# --- bench ----------------------------------------------------------------------------------------
+
+def test_bench_reports_latency_providers_and_eager(run_cli, task1_artifacts):
+    result = run_cli("bench", "--artifacts", task1_artifacts, "--channels", "RG", "--batch-sizes", "1,4",
+                     "--runs", 5, "--warmup", 1, "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["providers"] == ["CPUExecutionProvider"] and report["first_inference_ms"] > 0
+    assert [r["batch_size"] for r in report["results"]] == [1, 4]
+    for row in report["results"]:
+        for runtime in ("onnxruntime", "torch_eager"):  # the checkpoint is found beside the graphs
+            stats = row[runtime]
+            assert 0 < stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] and stats["images_per_s"] > 0
+        assert row["max_abs_logit_diff"] < 1e-3
+
+
+def test_bench_without_a_checkpoint_notes_it(run_cli, task1_artifacts, tmp_path):
+    result = run_cli("bench", "--artifacts", task1_artifacts, "--batch-sizes", "2", "--runs", 2,
+                     "--checkpoint", tmp_path / "none.pt", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "PyTorch eager: skipped" in result.output and "| onnxruntime | 2 |" in result.output
+    assert run_cli("bench", "--artifacts", task1_artifacts, "--batch-sizes", "0").exit_code == 2
+
+
+# --- doctor ---------------------------------------------------------------------------------------
+
+def test_doctor_reports_the_install(run_cli):
+    result = run_cli("doctor", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    import onnxruntime
+
+    assert report["onnxruntime"]["version"] == onnxruntime.__version__
+    assert report["available_providers"] == onnxruntime.get_available_providers()
+    assert ["onnxruntime-gpu", onnxruntime.__version__] in report["onnxruntime"]["distributions"]
+    assert report["duplicate_installs"] == []
+    assert any(lib["component"] == "cuDNN" for lib in report["libraries"].values())
+    assert report["torch"]["version"].startswith("2.")
+    text = run_cli("doctor")
+    assert text.exit_code == 0 and "available providers" in text.output and "cuDNN" in text.output
+
+
+def test_doctor_flags_duplicate_installs(monkeypatch):
+    from runtime import device
+
+    monkeypatch.setattr(device, "onnxruntime_distributions",
+                        lambda: [("onnxruntime", "1.31.1"), ("onnxruntime-gpu", "1.31.1")])
+    report = device.diagnose(preload=False)
+    assert report["duplicate_installs"] == ["onnxruntime", "onnxruntime-gpu"]
+    assert any("several onnxruntime packages" in p for p in device.problems(report))
+    assert any("CUDA 11.8" in p for p in device.problems(report, torch_cuda="11.8"))
+
+
+# --- light by design ------------------------------------------------------------------------------
+
+def test_runtime_imports_only_numpy_pillow_onnxruntime():
+    allowed = {"numpy", "PIL", "onnxruntime"} | set(sys.stdlib_module_names)
+    for path in sorted((ROOT / "runtime").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_predicting_never_imports_torch(task1_artifacts):
+    code = f"""
+import sys
+import numpy as np
+from runtime import Classifier
+clf = Classifier({str(task1_artifacts)!r}, device="cpu")
+for config in clf.configs:
+    image = np.zeros((20, 24, config.num_channels), dtype=np.uint8)
+    assert len(clf.predict(image, channels=config)[0]) == 5
+assert len(clf.configs) == 7
+heavy = sorted(m for m in ("torch", "torchvision", "onnx", "train", "export") if m in sys.modules)
+print("heavy:", heavy)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "heavy: []"
+
+
+def test_readme_example_runs_as_written(task1_artifacts, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Runtime"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 10
+    (tmp_path / "artifacts" / "task1").mkdir(parents=True)
+    (tmp_path / "artifacts" / "task1" / "onnx").symlink_to(task1_artifacts)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 4 and all(re.match(r"\S+: 0\.\d{3}$", line) for line in lines[:3])
