@@ -109,6 +109,11 @@ def export_graphs(
     opset: int = typer.Option(18, help="ONNX opset, 17 or newer."),
     images: Optional[Path] = typer.Option(None, help="Folder of real images for the parity check (default: the "
                                                      "shared tiny-imagenet-50 photos, else synthetic images)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write a static QDQ int8 graph per configuration, "
+                                                    "checked by its top-1 change on the validation split."),
+    data: Optional[str] = typer.Option(None, help="For --int8: the training data (default: the checkpoint's own, "
+                                                  "if it is the synthetic set or beside the shared data)."),
+    int8_max_drop: float = typer.Option(0.02, help="For --int8: largest accepted top-1 loss (0.02 = 2 points)."),
 ) -> None:
     """Export one verified ONNX graph per channel configuration and update manifest.json."""
     from export import export_task
@@ -122,9 +127,14 @@ def export_graphs(
         shown.append(r.channels)
         typer.echo(f"| {r.channels} | {r.file} | {r.size / 1024:.1f} KiB | {r.parity['max_abs_diff']:.2e} | "
                    f"{'yes' if r.simplified else 'no: ' + r.simplify_note} |")
+        if "int8" in r.extra:
+            q = r.extra["int8"]
+            typer.echo(f"| {r.channels} int8 | {q['file']} | {q['size'] / 1024:.1f} KiB | val top-1 "
+                       f"{100 * q['accuracy']['change']:+.2f} pt | - |")
 
     try:
-        result = export_task(task.value, channels, model, checkpoint, out, opset, images, on_graph=row)
+        result = export_task(task.value, channels, model, checkpoint, out, opset, images, int8=int8, data=data,
+                             int8_max_drop=int8_max_drop, on_graph=row)
     except KeyboardInterrupt:
         typer.echo("\ninterrupted: graphs already listed are installed; no partial graph was written", err=True)
         raise typer.Exit(code=130)

@@ -103,10 +103,13 @@ def start_manifest(folder: Path, header: dict[str, Any]) -> dict[str, Any]:
                     ", ".join(f"{k}={old.get(k)!r}" for k in ("task", "model", "image_size")))
         return manifest
     for name, entry in old[contract.MANIFEST_GRAPHS].items():
-        if _entry_is_intact(folder, entry):
-            manifest[contract.MANIFEST_GRAPHS][name] = entry
-        else:
+        if not _entry_is_intact(folder, entry):
             log.warning("dropping manifest entry %s: its file is missing or changed", name)
+            continue
+        if "int8" in entry and not _entry_is_intact(folder, entry["int8"]):
+            log.warning("dropping the int8 variant of %s: its file is missing or changed", name)
+            entry = {k: v for k, v in entry.items() if k != "int8"}
+        manifest[contract.MANIFEST_GRAPHS][name] = entry
     return manifest
 
 

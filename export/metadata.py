@@ -51,11 +51,12 @@ class ModelInfo:
     class_names: tuple[str, ...]
     image_size: int
     data_fingerprint: str
+    dataset: str = ""  # the training data's name ("synthetic", "tiny-imagenet-50")
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> "ModelInfo":
         return cls(ckpt["task"], ckpt["model"], tuple(ckpt["class_names"]), int(ckpt["image_size"]),
-                   str(ckpt.get("data_fingerprint", "")))
+                   str(ckpt.get("data_fingerprint", "")), str(ckpt.get("dataset", "")))
 
     @property
     def num_classes(self) -> int:

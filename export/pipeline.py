@@ -23,6 +23,7 @@ from .images import ImageSet, parity_images
 from .manifest import GraphRecord, manifest_header, start_manifest, write_manifest
 from .metadata import ModelInfo, project_version
 from .onnx import DEFAULT_OPSET, export_onnx
+from .quantize import DEFAULT_MAX_DROP, export_onnx_int8, int8_data
 
 ARTIFACTS = Path("artifacts")
 #: The model each task exports unless told otherwise (its graphs go to ``<task>/onnx/``).
@@ -63,8 +64,8 @@ def default_out_dir(task: str, model: str, root: Path = ARTIFACTS) -> Path:
     return root / task / ("onnx" if model == default_model(task) else f"onnx-{model}")
 
 
-def graph_name(task: str, model: str, config: ChannelConfig) -> str:
-    return graph_filename(task, config, None if model == default_model(task) else model)
+def graph_name(task: str, model: str, config: ChannelConfig, precision: str = "fp32") -> str:
+    return graph_filename(task, config, None if model == default_model(task) else model, precision)
 
 
 def load_target(path: Path, task: str, model: str | None) -> Target:
@@ -107,11 +108,14 @@ def plan(task: str, channels: str, model: str | None, checkpoint: Path | None,
 
 def export_task(task: str = "task1", channels: str = "all", model: str | None = None,
                 checkpoint: "str | Path | None" = None, out: "str | Path | None" = None,
-                opset: int = DEFAULT_OPSET, images: "str | Path | None" = None, root: Path = ARTIFACTS,
-                on_graph: Callable[[GraphRecord], None] | None = None) -> ExportResult:
+                opset: int = DEFAULT_OPSET, images: "str | Path | None" = None, int8: bool = False,
+                data: "str | Path | None" = None, dataset=None, int8_max_drop: float = DEFAULT_MAX_DROP,
+                root: Path = ARTIFACTS, on_graph: Callable[[GraphRecord], None] | None = None) -> ExportResult:
     """Export and validate one graph per configuration into ``out`` and update its manifest.
 
-    Stops at the first failure; graphs installed before it stay, and the manifest lists them.
+    With ``int8``, each fp32 graph is also quantised (``data``/``dataset``: see
+    :func:`export.quantize.int8_data`). Stops at the first failure; graphs installed before
+    it stay, and the manifest lists them.
     """
     default_model(task)  # validates the task name
     check_opset(opset)
@@ -119,6 +123,7 @@ def export_task(task: str = "task1", channels: str = "all", model: str | None = 
     out_dir = ensure_writable_dir(out if out is not None else default_out_dir(task, model, root))
     info = pairs[0][1].info
     image_set: ImageSet = parity_images(info.image_size, images)
+    quant_sets = int8_data(info, data, dataset) if int8 else None
     manifest = start_manifest(out_dir, manifest_header(task, model, project_version(), info.class_names,
                                                        info.image_size))
     result = ExportResult(out_dir, out_dir / MANIFEST_NAME)
@@ -130,7 +135,13 @@ def export_task(task: str = "task1", channels: str = "all", model: str | None = 
                              target.info, opset=opset, reference=lambda x, n=net, c=config: n(x, c),
                              images=image_set)
         manifest[MANIFEST_GRAPHS][config.name] = record.to_dict()
-        result.manifest = write_manifest(out_dir, manifest)
+        result.manifest = write_manifest(out_dir, manifest)  # before int8: the fp32 graph is in place
+        if quant_sets is not None:
+            record.extra["int8"] = export_onnx_int8(
+                out_dir / record.file, config, out_dir / graph_name(task, model, config, "int8"), target.info,
+                *quant_sets, max_drop=int8_max_drop)
+            manifest[MANIFEST_GRAPHS][config.name] = record.to_dict()
+            result.manifest = write_manifest(out_dir, manifest)
         result.records.append(record)
         if on_graph is not None:
             on_graph(record)

@@ -41,7 +41,8 @@ META_PRECISION = "anychannel.precision"               # "fp32" or "int8"
 #: :data:`MANIFEST_ENTRY_KEYS` (``file`` is relative to the manifest's folder; ``input_shape`` is
 #: ``["batch", C, H, W]``; ``parity`` holds ``max_abs_diff``, ``atol``, ``batch_sizes``,
 #: ``top1_agreement``, ``inputs``). An entry may add ``int8``: an object with ``file``, ``sha256``,
-#: ``size`` and ``accuracy`` (fp32 and int8 top-1 on the validation split, and their change).
+#: ``size``, ``precision`` ("int8") and ``accuracy`` (``fp32_top1``, ``int8_top1`` and ``change`` on
+#: the validation split); the fp32 graph stays the entry's main ``file``.
 MANIFEST_GRAPHS = "graphs"
 MANIFEST_TOP_KEYS: tuple[str, ...] = (
     "contract_version", "task", "model", "model_version", "class_names", "image_size",
@@ -54,9 +55,11 @@ MANIFEST_ENTRY_KEYS: tuple[str, ...] = (
 )
 
 
-def graph_filename(task: str, config: ChannelConfig, model: str | None = None) -> str:
-    """``task1-RG.onnx``; with ``model`` (a non-default model of the task) ``task2-resnet34-RGB.onnx``."""
-    return f"{task}-{model}-{config.name}.onnx" if model else f"{task}-{config.name}.onnx"
+def graph_filename(task: str, config: ChannelConfig, model: str | None = None, precision: str = "fp32") -> str:
+    """``task1-RG.onnx``; with ``model`` (a non-default model of the task) ``task2-resnet34-RGB.onnx``;
+    a quantised variant adds its precision: ``task1-RG.int8.onnx``."""
+    stem = f"{task}-{model}-{config.name}" if model else f"{task}-{config.name}"
+    return f"{stem}.onnx" if precision == "fp32" else f"{stem}.{precision}.onnx"
 
 
 def sha256_file(path: "str | os.PathLike[str]", chunk: int = 1 << 20) -> str:

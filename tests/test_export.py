@@ -411,3 +411,52 @@ def test_opset_17_is_honoured(net, tmp_path):
     assert record.opset == 17 and graph.opset_import[0].version == 17
     check_graph(graph, "R", (1, 16, 16), 10)
     assert record.parity["max_abs_diff"] <= 1e-4 and record.simplified
+
+
+# --- optional int8 ----------------------------------------------------------------------------
+
+def test_int8_graph_is_written_checked_and_recorded(export_copy, checkpoint, synthetic_dataset):
+    fp32_before = _manifest(export_copy)["graphs"]["RGB"]
+    export_task("task1", "R", checkpoint=checkpoint, out=export_copy, int8=True, dataset=synthetic_dataset)
+    manifest = _manifest(export_copy)
+    assert manifest["graphs"]["RGB"] == fp32_before and "int8" not in manifest["graphs"]["RGB"]
+    entry = manifest["graphs"]["R"]["int8"]
+    path = export_copy / "task1-R.int8.onnx"
+    assert entry["file"] == path.name == contract.graph_filename("task1", R, precision="int8")
+    assert entry["sha256"] == contract.sha256_file(path) and entry["size"] == path.stat().st_size
+    assert entry["precision"] == "int8" and entry["quantization"]["format"] == "QDQ"
+    accuracy = entry["accuracy"]
+    assert accuracy["split"] == "synthetic val" and accuracy["images"] == len(synthetic_dataset.splits["val"])
+    assert accuracy["change"] == pytest.approx(accuracy["int8_top1"] - accuracy["fp32_top1"])
+    assert accuracy["change"] >= -0.02
+    graph = onnx.load(path)
+    check_graph(graph, "R", (1, 16, 16), 10)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.graph.node}
+    session = cpu_session(path)
+    assert session.get_modelmeta().custom_metadata_map[contract.META_PRECISION] == "int8"
+    for batch in (1, 7):
+        assert run_session(session, np.zeros((batch, 1, 16, 16), np.float32)).shape == (batch, 10)
+    # Re-exporting R without --int8 keeps nothing stale: the new fp32 entry has no int8 part.
+    export_task("task1", "R", checkpoint=checkpoint, out=export_copy)
+    assert "int8" not in _manifest(export_copy)["graphs"]["R"]
+
+
+def test_int8_accuracy_loss_is_refused(export_copy, checkpoint, synthetic_dataset, monkeypatch):
+    import export.quantize as quantize
+
+    monkeypatch.setattr(quantize, "top1_accuracy",
+                        lambda model, data, config: (0.5 if ".int8." in str(model) else 0.9, data.labels))
+    with pytest.raises(ExportValidationError, match="^R: int8 graph loses 40.0% top-1 on synthetic val"):
+        export_task("task1", "R", checkpoint=checkpoint, out=export_copy, int8=True, dataset=synthetic_dataset)
+    assert not (export_copy / "task1-R.int8.onnx").exists() and not _leftovers(export_copy)
+    assert "int8" not in _manifest(export_copy)["graphs"]["R"]  # the fp32 graph is listed, verified
+
+
+def test_int8_needs_the_training_data(export_copy, checkpoint, synthetic_dataset):
+    from dataclasses import replace
+
+    from export import ExportError
+
+    other = replace(synthetic_dataset, fingerprint="0" * 64)
+    with pytest.raises(ExportError, match="not the data the model was trained on"):
+        export_task("task1", "R", checkpoint=checkpoint, out=export_copy, int8=True, dataset=other)
