@@ -166,7 +166,9 @@ class Classifier:
             with self._quiet_provider_errors():
                 session = ort.InferenceSession(data, self._session_options(), providers=self._providers())
         except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidGraph, ...)
-            raise ArtifactError(f"onnxruntime {ort.__version__} cannot load {entry.path}: {exc}") from None
+            names = [p if isinstance(p, str) else p[0] for p in self._providers()]
+            raise ArtifactError(f"onnxruntime {ort.__version__} cannot load {entry.path} with {', '.join(names)}: "
+                                f"{exc}") from None
         self._check_device(session.get_providers())
         spec = graph_spec(session.get_modelmeta().custom_metadata_map, entry)
         _check_signature(session, spec, entry.path)

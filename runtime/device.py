@@ -11,7 +11,6 @@ import io
 import os
 import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import onnxruntime as ort
@@ -51,6 +50,8 @@ def available_cores() -> int:
 
 def onnxruntime_distributions() -> list[tuple[str, str]]:
     """Installed distributions that provide ``onnxruntime`` (name, version): more than one is a conflict."""
+    from importlib import metadata  # only here: it costs a cold start tens of milliseconds
+
     found = {}
     for dist in metadata.distributions():
         name = (dist.metadata["Name"] or "").lower()
