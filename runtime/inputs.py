@@ -123,8 +123,8 @@ def resolve_config(images: Sequence[Loaded], channels: "str | ChannelConfig | No
 def to_canvas(image: Loaded, config: ChannelConfig, size: int) -> np.ndarray:
     """``size x size x 3`` uint8 RGB, resized like training; planes missing from the input are zero.
 
-    A 1- or 2-channel input is placed at its planes' RGB positions and resized on that canvas,
-    since Pillow resizes each band independently, the planes come out as an RGB file's would.
+    A 1- or 2-channel input is placed at its planes' RGB positions and resized on that canvas.
+    Pillow resizes each band independently, so its planes come out exactly as an RGB file's would.
     """
     if isinstance(image, np.ndarray):
         if image.shape[2] != 3:
