@@ -46,7 +46,8 @@ def _batches(images: np.ndarray, config: ChannelConfig) -> Iterator[np.ndarray]:
         yield uint8_batch_to_input(images[i:i + BATCH], config)
 
 
-def top1_accuracy(model: "str | os.PathLike[str]", data: LabelledImages, config: ChannelConfig) -> tuple[float, np.ndarray]:
+def top1_accuracy(model: "str | os.PathLike[str]", data: LabelledImages,
+                  config: ChannelConfig) -> tuple[float, np.ndarray]:
     """Top-1 accuracy of a graph on ``data`` seen through ``config``, and its predictions."""
     session = cpu_session(model)
     predicted = np.concatenate([run_session(session, x).argmax(1) for x in _batches(data.images, config)])

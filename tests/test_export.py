@@ -380,12 +380,14 @@ def _renamed() -> onnx.ModelProto:
 def test_check_graph_refuses_control_flow():
     from onnx import TensorProto, helper
 
+    def branch(name: str) -> onnx.GraphProto:
+        out = helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+        return helper.make_graph([helper.make_node("Identity", ["h"], [name])], name, [], [out])
+
     graph = _tiny_graph()
-    branch = lambda name: helper.make_graph(  # noqa: E731
-        [helper.make_node("Identity", ["h"], [name])], name, [], [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)])
-    cond = helper.make_tensor("cond", TensorProto.BOOL, [], [True])
-    graph.graph.initializer.append(cond)
-    graph.graph.node.insert(1, helper.make_node("If", ["cond"], ["h2"], then_branch=branch("t"), else_branch=branch("e")))
+    graph.graph.initializer.append(helper.make_tensor("cond", TensorProto.BOOL, [], [True]))
+    graph.graph.node.insert(1, helper.make_node("If", ["cond"], ["h2"], then_branch=branch("t"),
+                                                else_branch=branch("e")))
     graph.graph.node[2].input[0] = "h2"
     with pytest.raises(GraphCheckError, match="control-flow nodes \\['If'\\]"):
         check_graph(graph, "R", (1, 4, 4), 16)

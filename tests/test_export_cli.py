@@ -73,3 +73,14 @@ def test_bad_input_gets_one_line_and_a_non_zero_exit(checkpoint, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     _assert_fails(_export("--checkpoint", str(checkpoint), "--out", str(blocker / "onnx")), "is not writable")
+
+
+def test_parity_failure_aborts_with_the_configuration_and_the_difference(checkpoint, tmp_path, monkeypatch):
+    import export.parity as parity
+
+    real = parity.torch_logits
+    monkeypatch.setattr(parity, "torch_logits", lambda reference, x: real(reference, x) + 2e-3)
+    out = tmp_path / "onnx"
+    result = _export("--channels", "R", "--checkpoint", str(checkpoint), "--out", str(out))
+    _assert_fails(result, "error: R: parity check failed: max |logits diff| 0.002 (tolerance 0.0001)", out)
+    assert not list(out.iterdir())  # nothing installed, no temporary file left
