@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from runtime.channels import ChannelConfig, parse_channel_list
 from runtime.contract import MANIFEST_GRAPHS, MANIFEST_NAME, graph_filename
+from train import task1, task2
 from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 
 from .atomic import ensure_writable_dir
@@ -27,7 +28,7 @@ from .quantize import DEFAULT_MAX_DROP, export_onnx_int8, int8_data
 
 ARTIFACTS = Path("artifacts")
 #: The model each task exports unless told otherwise (its graphs go to ``<task>/onnx/``).
-DEFAULT_MODELS = {"task1": "adaptive", "task2": "shallow"}
+DEFAULT_MODELS = {"task1": task1.PRIMARY_MODEL, "task2": task2.PRIMARY_MODEL}
 #: Models trained once per configuration, in run folders ``<model>-<CONFIG>``.
 PER_CONFIG_MODELS = frozenset({"naive"})
 
