@@ -191,16 +191,18 @@ def test_r_graph_holds_only_r_weights(exported, net):
     assert sum(a.nbytes for a in r_arrays) < sum(a.nbytes for a in _initializers(rgb_graph))
     stem = net.stem
     # Positive control first: R's own per-configuration parameters are there, recognisably.
-    assert _contains(r_arrays, stem.norms[R.index].running_mean)
+    assert _contains(r_arrays, stem.norm.norms[R.index].running_mean)
     assert _contains(r_arrays, stem.attention.fc2.bias + stem.config_bias[R.index])
     assert _contains(r_arrays, stem._weight_for(R))
     for other in ALL_CONFIGS:
         if other == R:
             continue
-        assert not torch.allclose(stem.norms[other.index].running_mean, stem.norms[R.index].running_mean)
-        assert not _contains(r_arrays, stem.norms[other.index].running_mean), other
-        assert not _contains(r_arrays, stem.norms[other.index].running_var), other
+        assert not torch.allclose(stem.norm.norms[other.index].running_mean, stem.norm.norms[R.index].running_mean)
+        assert not _contains(r_arrays, stem.norm.norms[other.index].running_mean), other
+        assert not _contains(r_arrays, stem.norm.norms[other.index].running_var), other
         assert not _contains(r_arrays, stem.attention.fc2.bias + stem.config_bias[other.index]), other
+        body_norm = net.body.blocks[0].bn1  # per-configuration batch norm deep in the body too
+        assert not _contains(r_arrays, body_norm.select(other).running_mean), other
         if other.num_channels == 1:  # same shape as R's stem kernel, different plane
             assert not _contains(r_arrays, stem._weight_for(other)), other
 

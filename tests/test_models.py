@@ -40,10 +40,24 @@ def test_resolved_stem_equals_stem(config):
     stem = ChannelAdaptiveStem(8).eval()
     with torch.no_grad():
         stem.config_bias.normal_()
-        for norm in stem.norms:
+        for norm in stem.norm.norms:
             norm.running_mean.normal_()
     x = torch.randn(4, config.num_channels, 12, 12)
     torch.testing.assert_close(stem.resolve(config)(x), stem(x, config), rtol=1e-5, atol=1e-5)
+
+
+def test_body_batch_norm_is_per_configuration_and_resolved():
+    from train.models.layers import ConfigBatchNorm2d
+
+    torch.manual_seed(0)
+    model = create_model("adaptive", num_classes=4, **TINY_ADAPTIVE).train()
+    model(torch.randn(8, 1, 16, 16), ChannelConfig("R"))
+    first = model.body.blocks[0].bn1
+    assert isinstance(first, ConfigBatchNorm2d)
+    r, rgb = first.select(ChannelConfig("R")), first.select(ChannelConfig("RGB"))
+    assert r.num_batches_tracked == 1 and rgb.num_batches_tracked == 0  # only R's statistics moved
+    resolved = model.resolve(ChannelConfig("R"))
+    assert not any(isinstance(m, ConfigBatchNorm2d) for m in resolved.modules())
 
 
 def test_resolved_stem_holds_only_its_configuration():

@@ -1,11 +1,13 @@
 """Our design: one small network for all seven channel configurations.
 
 A channel-adaptive dynamic stem (see :class:`ChannelAdaptiveStem`) feeds a compact
-residual body. Dynamic convolution sits where it pays: in the stem, which is where the
+residual body whose batch norms are kept per configuration (:class:`ConfigBatchNorm2d`). Dynamic convolution sits where it pays: in the stem, which is where the
 channels differ, and where K kernels cost little. Export resolves the stem for one
 configuration, leaving a static residual network behind it.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -13,17 +15,17 @@ import torch.nn as nn
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 
 from .blocks import BasicBlock, conv_bn_relu
-from .layers import ChannelAdaptiveStem
+from .layers import ChannelAdaptiveStem, ConfigBatchNorm2d, activate_config, select_config
 from .registry import register_model
 
 
 class _Body(nn.Module):
     def __init__(self, stem_width: int, widths: tuple[int, ...], strides: tuple[int, ...], num_classes: int,
-                 dropout: float) -> None:
+                 dropout: float, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
         blocks, in_ch = [], stem_width
         for w, s in zip(widths, strides):
-            blocks.append(BasicBlock(in_ch, w, s))
+            blocks.append(BasicBlock(in_ch, w, s, norm))
             in_ch = w
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch, num_classes))
@@ -44,16 +46,17 @@ class AnyChannelNet(nn.Module):
                  dropout: float = 0.2) -> None:
         super().__init__()
         self.stem = ChannelAdaptiveStem(stem_width, stride=stem_stride, num_kernels=num_kernels)
-        self.body = _Body(stem_width, widths, strides, num_classes, dropout)
+        self.body = _Body(stem_width, widths, strides, num_classes, dropout, norm=ConfigBatchNorm2d)
 
     def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
         if config is None:
             raise ValueError("AnyChannelNet needs the input's channel configuration")
+        activate_config(self.body, config)
         return self.body(self.stem(x, config))
 
     def resolve(self, config: ChannelConfig) -> nn.Module:
         """This model for ``config`` alone: no branches, no other configuration's weights."""
-        return nn.Sequential(self.stem.resolve(config), self.body)
+        return nn.Sequential(self.stem.resolve(config), select_config(self.body, config))
 
 
 @register_model("static")

@@ -1,6 +1,8 @@
 """Plain convolution blocks shared by the model families."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -17,14 +19,15 @@ def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1)
 class BasicBlock(nn.Module):
     """ResNet's basic block: two 3x3 convolutions with a projected shortcut when shapes change."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
+                 ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.bn1 = norm(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.bn2 = norm(out_ch)
         self.shortcut = (
-            nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+            nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), norm(out_ch))
             if stride != 1 or in_ch != out_ch else nn.Identity()
         )
 

@@ -81,6 +81,46 @@ class DynamicConv2d(nn.Module):
         return fn(x, self.attention(x), self.weight, self.bias, self.stride, self.padding)
 
 
+class ConfigBatchNorm2d(nn.Module):
+    """Batch norm kept per channel configuration ("switchable" batch norm).
+
+    Features of an R-only input have other statistics than those of an RGB input all
+    through the network, so one shared set of running statistics fits none of them well.
+    The owning model sets :attr:`active` before each forward pass; :meth:`select` returns
+    one configuration's plain ``BatchNorm2d`` for export.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(nn.BatchNorm2d(num_features) for _ in ALL_CONFIGS)
+        self.active = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norms[self.active](x)
+
+    def select(self, config: ChannelConfig) -> nn.BatchNorm2d:
+        return self.norms[config.index]
+
+
+def activate_config(module: nn.Module, config: ChannelConfig) -> None:
+    """Point every :class:`ConfigBatchNorm2d` inside ``module`` at ``config``."""
+    for m in module.modules():
+        if isinstance(m, ConfigBatchNorm2d):
+            m.active = config.index
+
+
+def select_config(module: nn.Module, config: ChannelConfig) -> nn.Module:
+    """A copy of ``module`` with each :class:`ConfigBatchNorm2d` replaced by ``config``'s own."""
+    import copy
+
+    resolved = copy.deepcopy(module)
+    for parent in list(resolved.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, ConfigBatchNorm2d):
+                setattr(parent, name, child.select(config))
+    return resolved
+
+
 class ChannelAdaptiveStem(nn.Module):
     """The channel-dependent branch of our model: a dynamic stem that knows which planes it sees.
 
@@ -88,7 +128,7 @@ class ChannelAdaptiveStem(nn.Module):
       slices, rescaled by ``3 / C`` (channel dropout with rescaling), so each plane keeps
       its identity whatever its position in the input.
     - Kernel attention adds a learned per-configuration bias to the input-driven logits.
-    - Batch norm is kept per configuration, as the statistics differ.
+    - Batch norm is kept per configuration, as the statistics differ (:class:`ConfigBatchNorm2d`).
 
     :meth:`resolve` freezes all of this for one configuration into a static module.
     """
@@ -101,7 +141,7 @@ class ChannelAdaptiveStem(nn.Module):
             nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
         self.attention = KernelAttention(3, num_kernels, reduction=1)
         self.config_bias = nn.Parameter(torch.zeros(len(ALL_CONFIGS), num_kernels))
-        self.norms = nn.ModuleList(nn.BatchNorm2d(out_channels) for _ in ALL_CONFIGS)
+        self.norm = ConfigBatchNorm2d(out_channels)
 
     def _weight_for(self, config: ChannelConfig) -> torch.Tensor:
         return self.weight[:, :, list(config.indices)] * (3.0 / config.num_channels)
@@ -117,7 +157,7 @@ class ChannelAdaptiveStem(nn.Module):
             raise ValueError(f"{config} input needs {config.num_channels} channels, got {x.shape[1]}")
         attn = self.attention(self._attention_input(x, config), self.config_bias[config.index])
         y = dynamic_conv_sum(x, attn, self._weight_for(config), None, self.stride, self.padding)
-        return F.relu(self.norms[config.index](y))
+        return F.relu(self.norm.select(config)(y))
 
     def resolve(self, config: ChannelConfig) -> "ResolvedStem":
         return ResolvedStem(self, config)
@@ -139,7 +179,7 @@ class ResolvedStem(nn.Module):
             fc2.weight.copy_(stem.attention.fc2.weight)
             fc2.bias.copy_(stem.attention.fc2.bias + stem.config_bias[config.index])
         self.fc1, self.fc2, self.temperature = fc1, fc2, stem.attention.temperature
-        self.norm = stem.norms[config.index]
+        self.norm = stem.norm.select(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = torch.softmax(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))) / self.temperature, dim=1)
