@@ -4,6 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python cli.py train task1 "$@"
-if .venv/bin/python cli.py --help | grep -q export; then
-    .venv/bin/python cli.py export --channels all
-fi
+.venv/bin/python cli.py export --channels all

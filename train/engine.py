@@ -16,6 +16,7 @@ from runtime.channels import ALL_CONFIGS, ChannelConfig, configs_with
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
 from .data import Dataset, SplitTensors
 from .data.loader import ConfigChoice
+from .models.layers import ChannelAdaptiveStem, ConfigBatchNorm2d
 from .progress import progress_bar
 
 
@@ -72,6 +73,38 @@ def evaluate(model: nn.Module, split: SplitTensors, config: ChannelConfig, batch
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
     return total_loss / seen, correct / seen
+
+
+@torch.no_grad()
+def recalibrate_config_norms(model: nn.Module, split: SplitTensors, configs: tuple[ChannelConfig, ...],
+                             generator: torch.Generator, images: int = 1024, batch_size: int = 256,
+                             device: torch.device = torch.device("cpu")) -> None:
+    """Recompute each configuration's own batch-norm statistics with the current weights ("precise BN").
+
+    Rare configurations see few batches per epoch, so their running averages lag behind the
+    weights; exact averages over ``images`` training images fix that. Shared layers are untouched.
+    """
+    norms = [m for m in model.modules() if isinstance(m, ConfigBatchNorm2d)]
+    stems = [m for m in model.modules() if isinstance(m, ChannelAdaptiveStem)]
+    if not norms and not stems:
+        return
+    model.eval()
+    for config in configs:
+        own = [n.select(config) for n in norms] + [s.norm.select(config) for s in stems]
+        saved = [bn.momentum for bn in own]
+        for bn in own:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average
+            bn.train()
+        seen = 0
+        for x, _, cfg in split.batches(batch_size, config, generator, train=True):
+            model(x.to(device), cfg)
+            seen += len(x)
+            if seen >= images:
+                break
+        for bn, momentum in zip(own, saved):
+            bn.momentum = momentum
+            bn.eval()
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -155,6 +188,8 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
                 advance()
+        if len(spec.configs) > 1:
+            recalibrate_config_norms(model, train_split, spec.configs, generator, device=device)
         epoch_seconds = time.perf_counter() - t0
         elapsed += epoch_seconds
         val = [evaluate(model, val_split, c, device=device) for c in spec.configs]
