@@ -94,3 +94,21 @@ def test_checkpoint_errors(tmp_path, task1_run):
         model_from_checkpoint(ckpt)
     no_tmp = [p for p in (task1_run / "adaptive").iterdir() if p.name.endswith(".tmp")]
     assert not no_tmp
+
+
+def test_precise_batch_norm_touches_only_each_configurations_own_statistics(small_dataset):
+    from runtime.channels import ChannelConfig
+    from train.engine import recalibrate_config_norms
+
+    torch.manual_seed(0)
+    model = create_model("adaptive", num_classes=small_dataset.num_classes, **TINY_ADAPTIVE)
+    shared = model.body.blocks[0].conv1.weight.clone()
+    bn_r = model.body.blocks[0].bn1.select(ChannelConfig("R"))
+    bn_rgb = model.body.blocks[0].bn1.select(ChannelConfig("RGB"))
+    rgb_before = bn_rgb.running_mean.clone()
+    split = SplitTensors(small_dataset.splits["train"])
+    recalibrate_config_norms(model, split, (ChannelConfig("R"),), torch.Generator().manual_seed(0), images=256)
+    assert not torch.equal(bn_r.running_mean, torch.zeros_like(bn_r.running_mean))
+    assert torch.equal(bn_rgb.running_mean, rgb_before)  # other configurations untouched
+    assert torch.equal(model.body.blocks[0].conv1.weight, shared)  # no weight changes
+    assert bn_r.momentum == 0.1 and not model.training
