@@ -93,3 +93,28 @@ def test_run_task2_end_to_end_reports_ratio_latency_and_distils(tmp_path, synthe
     md = (tmp_path / "results.md").read_text()
     assert "Shallow / ResNet34 test accuracy" in md
     assert (tmp_path / "curves-shallow.png").stat().st_size > 0
+
+
+def test_shallow_net_exports_with_four_weight_layers_and_runs_in_the_runtime(tmp_path, synthetic_dataset):
+    import numpy as np
+    import onnx
+
+    from export.pipeline import export_task
+    from runtime import Classifier
+
+    torch.manual_seed(0)
+    kwargs = {"widths": (16, 32, 64)}
+    model = create_model("shallow", num_classes=synthetic_dataset.num_classes, **kwargs)
+    fit(model, RunSpec("shallow", "shallow", kwargs, (RGB,)), synthetic_dataset, tmp_path / "shallow",
+        TrainConfig(epochs=1, batch_size=64), "task2", log=lambda _: None)
+    result = export_task("task2", checkpoint=tmp_path / "shallow" / "best.pt", out=tmp_path / "onnx")
+    graph = onnx.load(str(result.out_dir / "task2-RGB.onnx"))
+    weight_ops = [n.op_type for n in graph.graph.node if n.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose")]
+    assert len(weight_ops) == 4, weight_ops
+
+    clf = Classifier(result.out_dir, device="cpu")
+    images = synthetic_dataset.splits["val"].images[:8]
+    logits = clf.predict_logits(images)
+    expected = model.eval()(SplitTensors(synthetic_dataset.splits["val"]).batches(8, RGB).__next__()[0])
+    np.testing.assert_allclose(logits, expected.detach().numpy(), atol=1e-4)
+    assert clf.predict(images[0], top_k=1)[0][0].label in synthetic_dataset.class_names
