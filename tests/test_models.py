@@ -4,7 +4,7 @@ import torch
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 from train.models import create_model, list_models
 from train.models.layers import (ChannelAdaptiveStem, DynamicConv2d, dynamic_conv_aggregated, dynamic_conv_sum,
-                                 dynamic_conv_unfold)
+                                 dynamic_conv_stacked_input, dynamic_conv_unfold)
 
 from conftest import TINY_ADAPTIVE
 
@@ -24,8 +24,9 @@ def test_sum_form_equals_aggregated_kernel_definition(stride, padding):
         torch.testing.assert_close(expected[i : i + 1], ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(dynamic_conv_sum(x, attention, weight, bias, stride, padding), expected,
                                rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(dynamic_conv_unfold(x, attention, weight, bias, stride, padding), expected,
-                               rtol=1e-5, atol=1e-5)
+    for form in (dynamic_conv_unfold, dynamic_conv_stacked_input):
+        torch.testing.assert_close(form(x, attention, weight, bias, stride, padding), expected,
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_dynamic_conv_module_forms_agree():
@@ -33,7 +34,7 @@ def test_dynamic_conv_module_forms_agree():
     conv = DynamicConv2d(3, 8, 3, num_kernels=4)
     x = torch.randn(3, 3, 8, 8)
     y_sum = conv(x)
-    for form in ("aggregated", "unfold"):
+    for form in ("aggregated", "unfold", "stacked"):
         conv.form = form
         torch.testing.assert_close(conv(x), y_sum, rtol=1e-5, atol=1e-5)
 

@@ -75,7 +75,26 @@ def dynamic_conv_unfold(
     return y.view(b, out_ch, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1)
 
 
-DYNAMIC_CONV_FORMS = {"sum": dynamic_conv_sum, "aggregated": dynamic_conv_aggregated, "unfold": dynamic_conv_unfold}
+def dynamic_conv_stacked_input(
+    x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+    stride: int, padding: int,
+) -> torch.Tensor:
+    """``sum_k conv(a_k x, W_k)`` as one convolution over the K scaled copies of the input.
+
+    Exact, exports with a dynamic batch, and for a stem (few input channels, many output
+    channels) it avoids the K-times-wider intermediate of :func:`dynamic_conv_sum`: this is
+    the form exported graphs use.
+    """
+    b, c = x.shape[:2]
+    k, out_ch = weight.shape[:2]
+    stacked = (attention[:, :, None, None, None] * x[:, None]).reshape(b, k * c, *x.shape[2:])
+    w = weight.transpose(0, 1).reshape(out_ch, k * c, *weight.shape[3:])
+    y = F.conv2d(stacked, w, None, stride=stride, padding=padding)
+    return y if bias is None else y + (attention @ bias)[:, :, None, None]
+
+
+DYNAMIC_CONV_FORMS = {"sum": dynamic_conv_sum, "aggregated": dynamic_conv_aggregated, "unfold": dynamic_conv_unfold,
+                      "stacked": dynamic_conv_stacked_input}
 
 
 class DynamicConv2d(nn.Module):
@@ -176,7 +195,7 @@ class ChannelAdaptiveStem(nn.Module):
         if x.shape[1] != config.num_channels:
             raise ValueError(f"{config} input needs {config.num_channels} channels, got {x.shape[1]}")
         attn = self.attention(self._attention_input(x, config), self.config_bias[config.index])
-        # Training uses the im2col form (fast here); the resolved, exported stem the sum form.
+        # Training uses the im2col form (fast here); the resolved, exported stem the stacked-input form.
         y = dynamic_conv_unfold(x, attn, self._weight_for(config), None, self.stride, self.padding)
         return F.relu(self.norm.select(config)(y))
 
@@ -204,5 +223,5 @@ class ResolvedStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = torch.softmax(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))) / self.temperature, dim=1)
-        y = dynamic_conv_sum(x, attn, self.weight, None, self.stride, self.padding)
+        y = dynamic_conv_stacked_input(x, attn, self.weight, None, self.stride, self.padding)
         return F.relu(self.norm(y))
