@@ -85,12 +85,19 @@ def dynamic_conv_stacked_input(
     channels) it avoids the K-times-wider intermediate of :func:`dynamic_conv_sum`: this is
     the form exported graphs use.
     """
-    b, c = x.shape[:2]
-    k, out_ch = weight.shape[:2]
-    stacked = (attention[:, :, None, None, None] * x[:, None]).reshape(b, k * c, *x.shape[2:])
-    w = weight.transpose(0, 1).reshape(out_ch, k * c, *weight.shape[3:])
-    y = F.conv2d(stacked, w, None, stride=stride, padding=padding)
+    y = F.conv2d(stack_scaled_input(x, attention), stack_kernels(weight), None, stride=stride, padding=padding)
     return y if bias is None else y + (attention @ bias)[:, :, None, None]
+
+
+def stack_scaled_input(x: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """``B x C x H x W`` and ``B x K`` to ``B x (K*C) x H x W``: copy k holds ``a_k * x``."""
+    return (attention[:, :, None, None, None] * x[:, None]).flatten(1, 2)
+
+
+def stack_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """``K x O x C x kh x kw`` to ``O x (K*C) x kh x kw``, matching :func:`stack_scaled_input`."""
+    k, out_ch, in_ch = weight.shape[:3]
+    return weight.transpose(0, 1).reshape(out_ch, k * in_ch, *weight.shape[3:])
 
 
 DYNAMIC_CONV_FORMS = {"sum": dynamic_conv_sum, "aggregated": dynamic_conv_aggregated, "unfold": dynamic_conv_unfold,
@@ -210,7 +217,8 @@ class ResolvedStem(nn.Module):
         super().__init__()
         self.stride, self.padding = stem.stride, stem.padding
         with torch.no_grad():
-            self.weight = nn.Parameter(stem._weight_for(config).clone())
+            # Stacked once here, so the graph holds a plain convolution weight.
+            self.weight = nn.Parameter(stack_kernels(stem._weight_for(config)).clone())
             # Attention sees only present planes: keep fc1's columns for them, fold the bias in.
             fc1 = nn.Linear(config.num_channels, stem.attention.fc1.out_features)
             fc1.weight.copy_(stem.attention.fc1.weight[:, list(config.indices)])
@@ -223,5 +231,5 @@ class ResolvedStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = torch.softmax(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))) / self.temperature, dim=1)
-        y = dynamic_conv_stacked_input(x, attn, self.weight, None, self.stride, self.padding)
+        y = F.conv2d(stack_scaled_input(x, attn), self.weight, None, stride=self.stride, padding=self.padding)
         return F.relu(self.norm(y))
