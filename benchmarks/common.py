@@ -1,6 +1,7 @@
 """Helpers for benchmark scripts: machine description and BENCHMARKS.md sections."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -32,3 +33,14 @@ def write_section(name: str, body: str) -> None:
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     BENCHMARKS_MD.write_text(text)
+
+
+def real_photo_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options every real-photo training benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/tiny-imagenet-50"))
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--resume", action="store_true")
+    return parser

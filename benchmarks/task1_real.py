@@ -7,7 +7,6 @@ table and the target checks into BENCHMARKS.md. About 75 minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, write_section  # noqa: E402
+from benchmarks.common import machine, real_photo_parser, write_section  # noqa: E402
 from runtime.channels import CONFIG_NAMES  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 from train.engine import TrainConfig  # noqa: E402
@@ -29,12 +28,7 @@ PUBLISHED = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/tiny-imagenet-50"))
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=Path("artifacts/bench/task1-real"))
-    parser.add_argument("--resume", action="store_true")
+    parser = real_photo_parser(__doc__, "artifacts/bench/task1-real")
     parser.add_argument("--report-only", action="store_true",
                         help="Rewrite the BENCHMARKS.md section from --out/results.json without training.")
     args = parser.parse_args()

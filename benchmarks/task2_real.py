@@ -8,7 +8,6 @@ one process) and writes the table and the target checks into BENCHMARKS.md.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -19,7 +18,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, write_section  # noqa: E402
+from benchmarks.common import machine, real_photo_parser, write_section  # noqa: E402
 from export.pipeline import export_task  # noqa: E402
 from runtime.bench import time_calls  # noqa: E402
 from runtime.device import available_cores  # noqa: E402
@@ -42,12 +41,7 @@ def ort_latency_ms(paths: dict[str, Path], image_size: int, rounds: int = 5, run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/tiny-imagenet-50"))
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--out", type=Path, default=Path("artifacts/bench/task2-real"))
-    parser.add_argument("--resume", action="store_true")
+    parser = real_photo_parser(__doc__, "artifacts/bench/task2-real")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
