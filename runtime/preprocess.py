@@ -97,6 +97,3 @@ def uint8_batch_to_input(images: np.ndarray, config: ChannelConfig, mean: Sequen
     planes = images[..., list(config.indices)].transpose(0, 3, 1, 2)
     return np.ascontiguousarray(normalize(planes.astype(np.float32) / 255.0, config, mean, std))
 
-
-def stack_planes(images: Sequence[np.ndarray]) -> np.ndarray:
-    return np.stack(images, axis=0)

@@ -91,20 +91,11 @@ class ShallowNet(nn.Module):
         return fused
 
     def resolve(self, config: ChannelConfig) -> nn.Module:
-        return _Plain(self.reparameterize())
+        return self.reparameterize()
 
     def weight_layer_count(self) -> int:
         """Convolutions and fully-connected layers on the main path of the inference form."""
         return count_weight_layers(self.reparameterize())
-
-
-class _Plain(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
 
 
 def count_weight_layers(module: nn.Module) -> int:
