@@ -111,9 +111,13 @@ def export_graphs(
                                                      "shared tiny-imagenet-50 photos, else synthetic images)."),
     int8: bool = typer.Option(False, "--int8", help="Also write a static QDQ int8 graph per configuration, "
                                                     "checked by its top-1 change on the validation split."),
-    data: Optional[str] = typer.Option(None, help="For --int8: the training data (default: the checkpoint's own, "
-                                                  "if it is the synthetic set or beside the shared data)."),
-    int8_max_drop: float = typer.Option(0.02, help="For --int8: largest accepted top-1 loss (0.02 = 2 points)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write a float16 graph per configuration (float32 input "
+                                                    "and output), checked by its top-1 change on the validation "
+                                                    "split, on CUDA when onnxruntime has it."),
+    data: Optional[str] = typer.Option(None, help="For --int8/--fp16: the training data (default: the checkpoint's "
+                                                  "own, if it is the synthetic set or beside the shared data)."),
+    max_drop: float = typer.Option(0.02, "--max-drop", "--int8-max-drop",
+                                   help="For --int8/--fp16: largest accepted top-1 loss (0.02 = 2 points)."),
 ) -> None:
     """Export one verified ONNX graph per channel configuration and update manifest.json."""
     from export import export_task
@@ -127,14 +131,13 @@ def export_graphs(
         shown.append(r.channels)
         typer.echo(f"| {r.channels} | {r.file} | {r.size / 1024:.1f} KiB | {r.parity['max_abs_diff']:.2e} | "
                    f"{'yes' if r.simplified else 'no: ' + r.simplify_note} |")
-        if "int8" in r.extra:
-            q = r.extra["int8"]
-            typer.echo(f"| {r.channels} int8 | {q['file']} | {q['size'] / 1024:.1f} KiB | val top-1 "
-                       f"{100 * q['accuracy']['change']:+.2f} pt | - |")
+        for precision, q in r.extra.items():
+            typer.echo(f"| {r.channels} {precision} | {q['file']} | {q['size'] / 1024:.1f} KiB | val top-1 "
+                       f"{100 * q['accuracy']['change']:+.2f} pt ({q['accuracy']['validated_on']}) | - |")
 
     try:
-        result = export_task(task.value, channels, model, checkpoint, out, opset, images, int8=int8, data=data,
-                             int8_max_drop=int8_max_drop, on_graph=row)
+        result = export_task(task.value, channels, model, checkpoint, out, opset, images, int8=int8, fp16=fp16,
+                             data=data, max_drop=max_drop, on_graph=row)
     except KeyboardInterrupt:
         typer.echo("\ninterrupted: graphs already listed are installed; no partial graph was written", err=True)
         raise typer.Exit(code=130)
@@ -149,11 +152,11 @@ def export_graphs(
 DEFAULT_ARTIFACTS = Path("artifacts/task1/onnx")
 
 
-def _classifier(artifacts: Path, device: Device, preload: bool = False):
+def _classifier(artifacts: Path, device: Device, precision: str = "fp32", preload: bool = False):
     from runtime import AnyChannelError, Classifier
 
     try:
-        return Classifier(artifacts, device=device.value, preload=preload)
+        return Classifier(artifacts, device=device.value, preload=preload, precision=precision)
     except AnyChannelError as exc:
         _fail(str(exc))
 
@@ -172,6 +175,7 @@ def predict(
                                                       "used. Default: RGB."),
     top_k: int = typer.Option(5, min=1, help="Classes to list per image."),
     device: Device = typer.Option(Device.auto),
+    precision: str = typer.Option("fp32", help="fp32, or a variant exported with --int8 / --fp16."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Classify image files with the graph for --channels (all images in one batch)."""
@@ -179,7 +183,7 @@ def predict(
 
     from runtime import AnyChannelError
 
-    clf = _classifier(artifacts, device)
+    clf = _classifier(artifacts, device, precision)
     try:
         batch, config = clf.preprocess([str(p) for p in images], channels)
         results = clf.top_k(clf.run(batch, config), top_k)
@@ -201,6 +205,7 @@ def evaluate(
     channels: str = typer.Option("all", help="'all' (every exported graph) or a list such as RGB,R."),
     batch_size: int = typer.Option(256, min=1),
     device: Device = typer.Option(Device.auto),
+    precision: str = typer.Option("fp32", help="fp32, or a variant exported with --int8 / --fp16."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Top-1 accuracy of the ONNX graphs on the test split, per channel configuration."""
@@ -209,7 +214,7 @@ def evaluate(
     from runtime import AnyChannelError, parse_channel_list
     from train.data import DatasetError, load_dataset
 
-    clf = _classifier(artifacts, device)
+    clf = _classifier(artifacts, device, precision)
     try:
         configs = clf.configs if channels.strip().lower() == "all" else parse_channel_list(channels)
         dataset = load_dataset(data, clf.artifacts.image_size)
@@ -267,6 +272,7 @@ def bench(
     checkpoint: Optional[Path] = typer.Option(None, help="PyTorch checkpoint for the eager comparison "
                                                          "(default <artifacts>/../<model>/best.pt)."),
     device: Device = typer.Option(Device.auto),
+    precision: str = typer.Option("fp32", help="fp32, or a variant exported with --int8 / --fp16."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Latency (first call, p50/p90/p99) and throughput of one graph, beside PyTorch eager."""
@@ -287,7 +293,7 @@ def bench(
     try:
         config = ChannelConfig.parse(channels)
         start = time.perf_counter()
-        clf = _classifier(artifacts, device)
+        clf = _classifier(artifacts, device, precision)
         image = np.random.default_rng(0).integers(0, 256, (clf.artifacts.image_size,) * 2 + (3,), dtype=np.uint8)
         clf.predict_logits(image, config)
         first_ms = 1e3 * (time.perf_counter() - start)
@@ -311,7 +317,8 @@ def bench(
             row["torch_eager"] = best
             row["max_abs_logit_diff"] = float(np.abs(eager(x, best["threads"]) - clf.run(x, config)).max())
         rows.append(row)
-    report = {"artifacts": str(artifacts), "channels": config.name, "image_size": spec.image_size,
+    report = {"artifacts": str(artifacts), "channels": config.name, "precision": precision,
+              "image_size": spec.image_size,
               "providers": clf.providers, "threads": threads, "first_inference_ms": first_ms,
               "torch_eager": eager_note, "results": rows}
     if json_out:

@@ -6,7 +6,9 @@ Needs only the runtime's packages (numpy, pillow, onnxruntime-gpu), so it runs i
 install. For every graph in DIR: the largest logit difference and top-1 agreement between
 ``device="cuda"`` (strict: it fails if CUDA is not really used) and ``device="cpu"`` on the same
 random images, then median and p90 latency of one session call at batch 1 and 32 on each
-device. Prints a markdown section; ``--out`` also writes it to a file (for BENCHMARKS.md).
+device. Where the folder also holds fp16 variants (``export --fp16``), the same for them on CUDA,
+against the fp32 graph on the CPU. Prints a markdown section; ``--out`` also writes it to a file
+(for BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -67,6 +69,21 @@ def main() -> None:
                  for name, clf in (("cuda", gpu), ("cpu", cpu)) for n in (1, 32)}
         lines.append(f"| {config.name} | {diff:.2e} | {agree:.4f} | " + " | ".join(
             f"{stats[key].p50_ms:.3f} ms" for key in (("cuda", 1), ("cuda", 32), ("cpu", 1), ("cpu", 32))) + " |")
+    has_fp16 = any("fp16" in entry for entry in cpu.artifacts.manifest["graphs"].values())
+    if has_fp16:
+        half = Classifier(args.artifacts, device="cuda", strict_device=True, preload=True, precision="fp16")
+        lines += ["", "fp16 variants on CUDA against the fp32 graph on the CPU (same images):", "",
+                  "| channels | max abs logit diff | top-1 agreement | fp16 CUDA b1 p50 | fp16 CUDA b32 p50 | "
+                  "fp32 CUDA b32 p50 |", "|---|---|---|---|---|---|"]
+        for config in half.configs:
+            x, _ = cpu.preprocess(images, config)
+            on_half, on_cpu = half.run(x, config), cpu.run(x, config)
+            diff = float(np.abs(on_half - on_cpu).max())
+            agree = float((on_half.argmax(1) == on_cpu.argmax(1)).mean())
+            stats = [latency(lambda: clf.run(x[:n], config), n, args.runs, warmup=10).p50_ms
+                     for clf, n in ((half, 1), (half, 32), (gpu, 32))]
+            lines.append(f"| {config.name} | {diff:.2e} | {agree:.4f} | " +
+                         " | ".join(f"{v:.3f} ms" for v in stats) + " |")
     body = "\n".join(lines)
     print(body)
     if args.out:

@@ -44,7 +44,7 @@ class GraphRecord:
     versions: dict[str, str]
     data_fingerprint: str
     exported_at: str
-    extra: dict[str, Any] = field(default_factory=dict)  # optional parts, e.g. "int8"
+    extra: dict[str, Any] = field(default_factory=dict)  # optional variants: "int8", "fp16"
 
     def to_dict(self) -> dict[str, Any]:
         entry = asdict(self)
@@ -106,9 +106,10 @@ def start_manifest(folder: Path, header: dict[str, Any]) -> dict[str, Any]:
         if not _entry_is_intact(folder, entry):
             log.warning("dropping manifest entry %s: its file is missing or changed", name)
             continue
-        if "int8" in entry and not _entry_is_intact(folder, entry["int8"]):
-            log.warning("dropping the int8 variant of %s: its file is missing or changed", name)
-            entry = {k: v for k, v in entry.items() if k != "int8"}
+        for precision in contract.VARIANT_PRECISIONS:
+            if precision in entry and not _entry_is_intact(folder, entry[precision]):
+                log.warning("dropping the %s variant of %s: its file is missing or changed", precision, name)
+                entry = {k: v for k, v in entry.items() if k != precision}
         manifest[contract.MANIFEST_GRAPHS][name] = entry
     return manifest
 

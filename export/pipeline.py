@@ -24,7 +24,7 @@ from .images import ImageSet, parity_images
 from .manifest import GraphRecord, manifest_header, start_manifest, write_manifest
 from .metadata import ModelInfo, project_version
 from .onnx import DEFAULT_OPSET, export_onnx
-from .quantize import DEFAULT_MAX_DROP, export_onnx_int8, int8_data
+from .precision import DEFAULT_MAX_DROP, export_variant, variant_data
 
 ARTIFACTS = Path("artifacts")
 #: The model each task exports unless told otherwise (its graphs go to ``<task>/onnx/``).
@@ -110,12 +110,14 @@ def plan(task: str, channels: str, model: str | None, checkpoint: Path | None,
 def export_task(task: str = "task1", channels: str = "all", model: str | None = None,
                 checkpoint: "str | Path | None" = None, out: "str | Path | None" = None,
                 opset: int = DEFAULT_OPSET, images: "str | Path | None" = None, int8: bool = False,
-                data: "str | Path | None" = None, dataset=None, int8_max_drop: float = DEFAULT_MAX_DROP,
+                fp16: bool = False, data: "str | Path | None" = None, dataset=None,
+                max_drop: float = DEFAULT_MAX_DROP,
                 root: Path = ARTIFACTS, on_graph: Callable[[GraphRecord], None] | None = None) -> ExportResult:
     """Export and validate one graph per configuration into ``out`` and update its manifest.
 
-    With ``int8``, each fp32 graph is also quantised (``data``/``dataset``: see
-    :func:`export.quantize.int8_data`). Stops at the first failure; graphs installed before
+    With ``int8`` and/or ``fp16``, each fp32 graph also gets that variant, validated by its
+    top-1 change on the validation split (``data``/``dataset``: see
+    :func:`export.precision.variant_data`). Stops at the first failure; graphs installed before
     it stay, and the manifest lists them.
     """
     default_model(task)  # validates the task name
@@ -124,7 +126,8 @@ def export_task(task: str = "task1", channels: str = "all", model: str | None = 
     out_dir = ensure_writable_dir(out if out is not None else default_out_dir(task, model, root))
     info = pairs[0][1].info
     image_set: ImageSet = parity_images(info.image_size, images)
-    quant_sets = int8_data(info, data, dataset) if int8 else None
+    variants = [p for p, wanted in (("int8", int8), ("fp16", fp16)) if wanted]
+    variant_sets = variant_data(info, data, dataset) if variants else None
     manifest = start_manifest(out_dir, manifest_header(task, model, project_version(), info.class_names,
                                                        info.image_size))
     result = ExportResult(out_dir, out_dir / MANIFEST_NAME)
@@ -136,11 +139,11 @@ def export_task(task: str = "task1", channels: str = "all", model: str | None = 
                              target.info, opset=opset, reference=lambda x, n=net, c=config: n(x, c),
                              images=image_set)
         manifest[MANIFEST_GRAPHS][config.name] = record.to_dict()
-        result.manifest = write_manifest(out_dir, manifest)  # before int8: the fp32 graph is in place
-        if quant_sets is not None:
-            record.extra["int8"] = export_onnx_int8(
-                out_dir / record.file, config, out_dir / graph_name(task, model, config, "int8"), target.info,
-                *quant_sets, max_drop=int8_max_drop)
+        result.manifest = write_manifest(out_dir, manifest)  # before the variants: the fp32 graph is in place
+        for precision in variants:
+            record.extra[precision] = export_variant(
+                precision, out_dir / record.file, config, out_dir / graph_name(task, model, config, precision),
+                target.info, *variant_sets, max_drop=max_drop)
             manifest[MANIFEST_GRAPHS][config.name] = record.to_dict()
             result.manifest = write_manifest(out_dir, manifest)
         result.records.append(record)

@@ -26,6 +26,7 @@ class GraphEntry:
     config: ChannelConfig
     path: Path
     sha256: str
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Artifacts:
     image_size: int
     graphs: dict[str, GraphEntry]
     manifest: dict[str, Any]
+    precision: str = "fp32"
 
     @property
     def configs(self) -> list[ChannelConfig]:
@@ -49,9 +51,12 @@ class Artifacts:
         try:
             return self.graphs[config.name]
         except KeyError:
+            flag = "" if self.precision == "fp32" else f" --{self.precision}"
+            what = "configuration" if self.precision == "fp32" else f"{self.precision} graph of"
             raise ConfigurationNotExportedError(
-                f"configuration {config.name} was not exported to {self.root}; exported: "
-                f"{', '.join(self.graphs) or 'none'} (export it with `python cli.py export --channels {config.name}`)"
+                f"{what} {config.name} was not exported to {self.root}; exported: "
+                f"{', '.join(self.graphs) or 'none'} (export it with "
+                f"`python cli.py export --channels {config.name}{flag}`)"
             ) from None
 
 
@@ -75,8 +80,14 @@ def manifest_path(path: "str | os.PathLike[str]") -> Path:
     return path if path.suffix == ".json" or path.is_file() else path / C.MANIFEST_NAME
 
 
-def load_artifacts(path: "str | os.PathLike[str]") -> Artifacts:
-    """Read and check a manifest (an artifacts folder or its ``manifest.json``); graphs are not read yet."""
+def load_artifacts(path: "str | os.PathLike[str]", precision: str = "fp32") -> Artifacts:
+    """Read and check a manifest (an artifacts folder or its ``manifest.json``); graphs are not read yet.
+
+    ``precision`` ("fp32", "int8" or "fp16") picks which graph of each configuration to use;
+    configurations exported without that variant are left out.
+    """
+    if precision not in C.PRECISIONS:
+        raise ArtifactError(f"unknown precision {precision!r}; choose one of {', '.join(C.PRECISIONS)}")
     mpath = manifest_path(path)
     if not mpath.is_file():
         where = "folder does not exist" if not mpath.parent.exists() else f"no {C.MANIFEST_NAME} there"
@@ -92,25 +103,32 @@ def load_artifacts(path: "str | os.PathLike[str]") -> Artifacts:
         raise ArtifactError(f"{mpath} has contract version {version!r}; this runtime reads version "
                             f"{C.CONTRACT_VERSION} (re-export with this version of anychannel)")
     try:
-        graphs = _graph_entries(manifest["graphs"], mpath.parent)
-        return Artifacts(root=mpath.parent, task=str(manifest["task"]), model=str(manifest.get("model", "")),
-                         class_names=tuple(manifest["class_names"]), image_size=int(manifest["image_size"]),
-                         graphs=graphs, manifest=manifest)
+        graphs = _graph_entries(manifest["graphs"], mpath.parent, precision)
+        artifacts = Artifacts(root=mpath.parent, task=str(manifest["task"]), model=str(manifest.get("model", "")),
+                              class_names=tuple(manifest["class_names"]), image_size=int(manifest["image_size"]),
+                              graphs=graphs, manifest=manifest, precision=precision)
     except (KeyError, TypeError, ValueError, InvalidChannelsError) as exc:
         raise ArtifactError(f"{mpath} is malformed: {type(exc).__name__}: {exc}") from None
+    if not artifacts.graphs:
+        raise ArtifactError(f"{mpath} lists no {precision} graphs; export them with "
+                            f"`python cli.py export --{precision}`")
+    return artifacts
 
 
-def _graph_entries(graphs: Any, root: Path) -> dict[str, GraphEntry]:
-    """The manifest's graphs (a mapping keyed by configuration, or a list), widest configuration first."""
+def _graph_entries(graphs: Any, root: Path, precision: str) -> dict[str, GraphEntry]:
+    """The manifest's ``precision`` graphs (a mapping keyed by configuration, or a list), widest first."""
     items = list(graphs.values()) if isinstance(graphs, Mapping) else list(graphs)
+    if not items:
+        raise ValueError("it lists no graphs")
     entries = {}
     for item in items:
         config = ChannelConfig.parse(item["channels"])
+        graph = item if precision == "fp32" else item.get(precision)
+        if graph is None:
+            continue
         # A manifest names files relative to itself; never let it point outside its folder.
-        name = Path(item["file"]).name
-        entries[config.name] = GraphEntry(config, root / name, str(item["sha256"]).lower())
-    if not entries:
-        raise ValueError("it lists no graphs")
+        name = Path(graph["file"]).name
+        entries[config.name] = GraphEntry(config, root / name, str(graph["sha256"]).lower(), precision)
     return dict(sorted(entries.items(), key=lambda kv: kv[1].config.index))
 
 
@@ -156,6 +174,9 @@ def graph_spec(metadata: Mapping[str, str], entry: GraphEntry) -> GraphSpec:
         problems.append(f"contract version {metadata[C.META_CONTRACT]}, this runtime reads {C.CONTRACT_VERSION}")
     if config != entry.config:
         problems.append(f"it is for {config.name}, but the manifest lists it for {entry.config.name}")
+    if metadata.get(C.META_PRECISION, "fp32") != entry.precision:
+        problems.append(f"it holds a {metadata[C.META_PRECISION]} graph, but the manifest lists it as "
+                        f"{entry.precision}")
     if len(spec.mean) != config.num_channels or len(spec.std) != config.num_channels:
         problems.append(f"mean/std have {len(spec.mean)}/{len(spec.std)} values for {config.num_channels} channels")
     if spec.image_size <= 0:

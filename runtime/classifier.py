@@ -46,6 +46,9 @@ class Classifier:
             use, instead of logging one warning (``anychannel.runtime`` logger). The first graph is
             then loaded at construction, so the error comes early.
         preload: load, verify and warm up every graph now instead of on first use.
+        precision: which exported graphs to run: ``"fp32"`` (always there), or an optional
+            ``"int8"`` or ``"fp16"`` variant (``export --int8`` / ``--fp16``); int8 suits CPUs,
+            fp16 suits CUDA.
         threads: intra-op threads of each session; default: the cores this process may use.
         ort_log_severity: onnxruntime's process-wide log level, set once here (0 verbose ..
             4 fatal). The default 3 drops its warnings (our own warning explains a CPU fallback);
@@ -56,8 +59,9 @@ class Classifier:
     """
 
     def __init__(self, path: "str | os.PathLike[str]", device: str = "auto", strict_device: bool = False,
-                 preload: bool = False, *, threads: int | None = None, ort_log_severity: int | None = 3) -> None:
-        self.artifacts: Artifacts = load_artifacts(path)
+                 preload: bool = False, *, precision: str = "fp32", threads: int | None = None,
+                 ort_log_severity: int | None = 3) -> None:
+        self.artifacts: Artifacts = load_artifacts(path, precision)
         missing = [str(g.path) for g in self.artifacts.graphs.values() if not g.path.is_file()]
         if missing:
             raise ArtifactError(f"graphs listed in the manifest are missing: {', '.join(missing)}; re-export them")
@@ -216,7 +220,8 @@ class Classifier:
     def __repr__(self) -> str:
         loaded = ", ".join(self._graphs) or "none yet"
         return (f"Classifier({str(self.artifacts.root)!r}, task={self.artifacts.task!r}, "
-                f"configs={[c.name for c in self.configs]}, device={self.device!r}, loaded: {loaded})")
+                f"configs={[c.name for c in self.configs]}, precision={self.artifacts.precision!r}, "
+                f"device={self.device!r}, loaded: {loaded})")
 
 
 def _check_signature(session: ort.InferenceSession, spec: GraphSpec, path: os.PathLike) -> None:

@@ -32,7 +32,7 @@ META_MODEL = "anychannel.model"                       # "adaptive"
 META_MODEL_VERSION = "anychannel.model_version"       # the project's version
 META_DATA_FINGERPRINT = "anychannel.data_fingerprint"  # sha256 of the training pixels and labels
 META_EXPORTER = "anychannel.exporter"                 # JSON {"torch": ..., "onnx": ..., ...}
-META_PRECISION = "anychannel.precision"               # "fp32" or "int8"
+META_PRECISION = "anychannel.precision"               # "fp32", "int8" or "fp16"
 
 #: ``manifest.json`` (JSON object), written by export and read by the runtime. Top level:
 #: ``contract_version`` (int, :data:`CONTRACT_VERSION`), ``task``, ``model``, ``model_version``,
@@ -40,10 +40,13 @@ META_PRECISION = "anychannel.precision"               # "fp32" or "int8"
 #: an object keyed by configuration name ("RGB", ..., "B"), each entry holding
 #: :data:`MANIFEST_ENTRY_KEYS` (``file`` is relative to the manifest's folder; ``input_shape`` is
 #: ``["batch", C, H, W]``; ``parity`` holds ``max_abs_diff``, ``atol``, ``batch_sizes``,
-#: ``top1_agreement``, ``inputs``). An entry may add ``int8``: an object with ``file``, ``sha256``,
-#: ``size``, ``precision`` ("int8") and ``accuracy`` (``fp32_top1``, ``int8_top1`` and ``change`` on
-#: the validation split); the fp32 graph stays the entry's main ``file``.
+#: ``top1_agreement``, ``inputs``). An entry may add variants ``int8`` and ``fp16``: objects with
+#: ``file``, ``sha256``, ``size``, ``precision`` and ``accuracy`` (``fp32_top1``, ``<precision>_top1``,
+#: ``change`` on the validation split, ``validated_on``); the fp32 graph stays the entry's main ``file``.
 MANIFEST_GRAPHS = "graphs"
+#: Precisions a graph may come in; fp32 is the entry itself, the others are optional variants.
+PRECISIONS: tuple[str, ...] = ("fp32", "int8", "fp16")
+VARIANT_PRECISIONS: tuple[str, ...] = PRECISIONS[1:]
 MANIFEST_TOP_KEYS: tuple[str, ...] = (
     "contract_version", "task", "model", "model_version", "class_names", "image_size",
     "input_name", "output_name", MANIFEST_GRAPHS,
@@ -57,7 +60,7 @@ MANIFEST_ENTRY_KEYS: tuple[str, ...] = (
 
 def graph_filename(task: str, config: ChannelConfig, model: str | None = None, precision: str = "fp32") -> str:
     """``task1-RG.onnx``; with ``model`` (a non-default model of the task) ``task2-resnet34-RGB.onnx``;
-    a quantised variant adds its precision: ``task1-RG.int8.onnx``."""
+    a reduced-precision variant adds its precision: ``task1-RG.int8.onnx``, ``task1-RG.fp16.onnx``."""
     stem = f"{task}-{model}-{config.name}" if model else f"{task}-{config.name}"
     return f"{stem}.onnx" if precision == "fp32" else f"{stem}.{precision}.onnx"
 

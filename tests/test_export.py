@@ -445,14 +445,60 @@ def test_int8_graph_is_written_checked_and_recorded(export_copy, checkpoint, syn
 
 
 def test_int8_accuracy_loss_is_refused(export_copy, checkpoint, synthetic_dataset, monkeypatch):
-    import export.quantize as quantize
+    import export.precision as precision
 
-    monkeypatch.setattr(quantize, "top1_accuracy",
-                        lambda model, data, config: (0.5 if ".int8." in str(model) else 0.9, data.labels))
+    monkeypatch.setattr(precision, "top1_accuracy", lambda model, data, config, session=None: (
+        0.5 if ".int8." in str(model) else 0.9, np.eye(10, dtype=np.float32)[data.labels]))
     with pytest.raises(ExportValidationError, match="^R: int8 graph loses 40.0% top-1 on synthetic val"):
         export_task("task1", "R", checkpoint=checkpoint, out=export_copy, int8=True, dataset=synthetic_dataset)
     assert not (export_copy / "task1-R.int8.onnx").exists() and not _leftovers(export_copy)
     assert "int8" not in _manifest(export_copy)["graphs"]["R"]  # the fp32 graph is listed, verified
+
+
+def test_fp16_graph_is_written_validated_and_runs(export_copy, checkpoint, synthetic_dataset):
+    from runtime import ArtifactError, Classifier, ConfigurationNotExportedError
+
+    export_task("task1", "R", checkpoint=checkpoint, out=export_copy, fp16=True, dataset=synthetic_dataset)
+    entry = _manifest(export_copy)["graphs"]["R"]["fp16"]
+    path = export_copy / "task1-R.fp16.onnx"
+    assert entry["file"] == path.name and entry["sha256"] == contract.sha256_file(path)
+    accuracy = entry["accuracy"]
+    assert accuracy["change"] == pytest.approx(accuracy["fp16_top1"] - accuracy["fp32_top1"])
+    assert accuracy["top1_agreement_with_fp32"] >= 0.99 and accuracy["max_abs_logit_diff"] < 0.05
+    expected_provider = "CUDAExecutionProvider" if torch.cuda.is_available() else "CPUExecutionProvider"
+    assert accuracy["validated_on"] == expected_provider
+    graph = onnx.load(path)
+    check_graph(graph, "R", (1, 16, 16), 10)
+    weights = [i for i in graph.graph.initializer if len(i.dims) == 4]
+    assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
+    assert graph.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # contract unchanged
+    assert path.stat().st_size < 0.6 * (export_copy / "task1-R.onnx").stat().st_size
+
+    # The runtime runs the variant on request, only for the configurations that have it.
+    half = Classifier(export_copy, device="cpu", precision="fp16")
+    full = Classifier(export_copy, device="cpu")
+    assert [c.name for c in half.configs] == ["R"]
+    images = synthetic_dataset.splits["val"].images[:32]
+    agree = (half.predict_logits(images, "R").argmax(1) == full.predict_logits(images, "R").argmax(1)).mean()
+    assert agree >= 0.9 and half.spec("R").metadata[contract.META_PRECISION] == "fp16"
+    with pytest.raises(ConfigurationNotExportedError, match="fp16 graph of RGB was not exported.*--fp16"):
+        half.predict_logits(images, "RGB")
+    with pytest.raises(ArtifactError, match="lists no int8 graphs"):
+        Classifier(export_copy, precision="int8")
+    with pytest.raises(ArtifactError, match="unknown precision 'fp8'"):
+        Classifier(export_copy, precision="fp8")
+
+
+def test_variant_whose_metadata_disagrees_is_refused(export_copy):
+    """A manifest that lists an fp32 file as the fp16 variant (checksum and all) is caught."""
+    from runtime import ArtifactError, Classifier
+
+    manifest = _manifest(export_copy)
+    r = manifest["graphs"]["R"]
+    r["fp16"] = {"file": r["file"], "sha256": r["sha256"], "size": r["size"], "precision": "fp16"}
+    (export_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="holds a fp32 graph, but the manifest lists it as fp16"):
+        Classifier(export_copy, device="cpu", precision="fp16").predict_logits(np.zeros((16, 16, 3), np.uint8), "R")
 
 
 def test_int8_needs_the_training_data(export_copy, checkpoint, synthetic_dataset):

@@ -68,7 +68,7 @@ class ShallowNet(nn.Module):
     config = ChannelConfig("RGB")
     supported_configs = (config,)
 
-    def __init__(self, num_classes: int, widths: tuple[int, int, int] = (96, 192, 384), dropout: float = 0.3) -> None:
+    def __init__(self, num_classes: int, widths: tuple[int, int, int] = (96, 192, 256), dropout: float = 0.3) -> None:
         super().__init__()
         w1, w2, w3 = widths
         self.layer1 = nn.Sequential(nn.Conv2d(3, w1, 4, 2, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU(inplace=True))
