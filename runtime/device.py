@@ -28,8 +28,17 @@ class ProviderPlan:
     wants_cuda: bool
 
 
+#: The NVIDIA driver's user-space library: without it no CUDA provider can start.
+DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+
+
 def plan_providers(device: str) -> ProviderPlan:
-    """``auto``: CUDA when this onnxruntime build has it, else CPU; ``cuda``: CUDA (with CPU fallback); ``cpu``."""
+    """``auto``: CUDA when this onnxruntime build has it, else CPU; ``cuda``: CUDA (with CPU fallback); ``cpu``.
+
+    Where the NVIDIA driver does not load (a machine without a GPU), CUDA is not even tried:
+    the attempt costs a cold start about 40 ms and cannot succeed. It still counts as wanted,
+    so the fallback is reported.
+    """
     if device not in DEVICES:
         raise ValueError(f"device={device!r}; expected one of {', '.join(DEVICES)}")
     if device == "cpu":
@@ -37,7 +46,8 @@ def plan_providers(device: str) -> ProviderPlan:
     cuda_build = CUDA in ort.get_available_providers()
     if device == "auto" and not cuda_build:
         return ProviderPlan([CPU], wants_cuda=False)
-    return ProviderPlan([CUDA, CPU] if cuda_build else [CPU], wants_cuda=True)
+    usable = cuda_build and try_load(DRIVER_LIBRARY) is None
+    return ProviderPlan([CUDA, CPU] if usable else [CPU], wants_cuda=True)
 
 
 def available_cores() -> int:
@@ -49,15 +59,24 @@ def available_cores() -> int:
 
 
 def onnxruntime_distributions() -> list[tuple[str, str]]:
-    """Installed distributions that provide ``onnxruntime`` (name, version): more than one is a conflict."""
-    from importlib import metadata  # only here: it costs a cold start tens of milliseconds
+    """Installed distributions that provide ``onnxruntime`` (name, version): more than one is a conflict.
 
-    found = {}
-    for dist in metadata.distributions():
-        name = (dist.metadata["Name"] or "").lower()
-        if name.startswith(("onnxruntime", "ort-nightly", "ort_nightly")) and "genai" not in name \
-                and "extensions" not in name:
-            found[name] = dist.version
+    Read from the ``*.dist-info`` folder names on ``sys.path`` rather than ``importlib.metadata``,
+    whose import alone costs the warning path about 40 ms.
+    """
+    found: dict[str, str] = {}
+    for folder in sys.path:
+        try:
+            entries = os.listdir(folder or ".")
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.endswith(".dist-info") or not entry.lower().startswith(("onnxruntime", "ort_nightly")):
+                continue
+            name, _, version = entry[:-len(".dist-info")].partition("-")
+            name = name.lower().replace("_", "-")
+            if "genai" not in name and "extensions" not in name:
+                found.setdefault(name, version)
     return sorted(found.items())
 
 
@@ -100,12 +119,12 @@ def cuda_unavailable_message(active: list[str]) -> str:
         lines.append(f"Several onnxruntime packages are installed ({', '.join(n for n, _ in dists)}); the CPU "
                      "'onnxruntime' one can shadow onnxruntime-gpu: pip uninstall onnxruntime onnxruntime-gpu, "
                      "then pip install onnxruntime-gpu.")
-    reason = try_load(provider_library()) if provider_library().exists() else None
-    if reason:
+    driver = try_load(DRIVER_LIBRARY)
+    if driver:
+        lines.append(f"The NVIDIA driver does not load ({driver}): this machine has no GPU, or the driver is "
+                     "not installed or not visible in this container.")
+    elif provider_library().exists() and (reason := try_load(provider_library())):
         lines.append(f"The CUDA provider library does not load: {reason}.")
-        if "libcuda.so" in reason or "nvcuda" in reason:
-            lines.append("That is the NVIDIA driver: this machine has no GPU, or the driver is not installed "
-                         "or not visible in this container.")
     major = ort_cuda_major()
     lines.append(f"Likely causes: CUDA {major or '?'}.x or cuDNN 9 libraries missing or not on the library path, "
                  "or no GPU/driver. Fixes: install them (the system CUDA toolkit and cuDNN, or pip install "

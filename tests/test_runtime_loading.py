@@ -231,6 +231,25 @@ def test_duplicate_onnxruntime_installs_are_named(monkeypatch):
     assert "pip uninstall onnxruntime onnxruntime-gpu" in message
 
 
+def test_cuda_is_not_tried_without_a_driver(monkeypatch):
+    """No NVIDIA driver: the plan skips the CUDA attempt (it cannot work) but still wants CUDA."""
+    monkeypatch.setattr(device_module.ort, "get_available_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(device_module, "try_load", lambda lib: "libcuda.so.1: cannot open shared object file")
+    for device in ("auto", "cuda"):
+        assert device_module.plan_providers(device) == device_module.ProviderPlan([CPU], wants_cuda=True)
+    assert "The NVIDIA driver does not load (libcuda.so.1" in device_module.cuda_unavailable_message([CPU])
+    monkeypatch.setattr(device_module, "try_load", lambda lib: None)
+    assert device_module.plan_providers("auto").providers == [CUDA, CPU]
+
+
+def test_onnxruntime_distributions_are_read_from_dist_info(tmp_path, monkeypatch):
+    for folder in ("onnxruntime_gpu-1.31.1.dist-info", "onnxruntime-1.30.0.dist-info",
+                   "onnxruntime_genai-0.5.0.dist-info", "numpy-2.0.0.dist-info", "onnxruntime"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.setattr(device_module.sys, "path", [str(tmp_path), str(tmp_path / "missing")])
+    assert device_module.onnxruntime_distributions() == [("onnxruntime", "1.30.0"), ("onnxruntime-gpu", "1.31.1")]
+
+
 def test_invalid_device():
     with pytest.raises(ValueError, match="auto, cuda, cpu"):
         device_module.plan_providers("gpu")
