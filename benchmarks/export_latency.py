@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from benchmarks.common import machine, write_section  # noqa: E402
 from export import ModelInfo, export_onnx  # noqa: E402
 from export.images import parity_images  # noqa: E402
-from export.quantize import quantize_qdq  # noqa: E402
+from export.precision import quantize_qdq  # noqa: E402
 from runtime.bench import percentile  # noqa: E402
 from runtime.channels import ChannelConfig  # noqa: E402
 from runtime.contract import INPUT_NAME  # noqa: E402
@@ -98,6 +98,27 @@ def interleaved_medians(runners: dict[str, Callable[[np.ndarray], np.ndarray]], 
     return {name: (1e3 * percentile(t, 50), 1e3 * percentile(t, 90)) for name, t in times.items()}
 
 
+def model_flops(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass (torch.utils.flop_counter: 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        module(x)
+    return counter.get_total_flops()
+
+
+def sgemm_gflops(threads: int, n: int = 1024, runs: int = 20) -> float:
+    """A float32 matrix product's rate with ``threads``: near what these cores can do at all."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(runs):
+        a @ b
+    return 2 * n ** 3 * runs / (time.perf_counter() - start) / 1e9
+
+
 def _verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
@@ -115,6 +136,7 @@ def main() -> None:
     args = parser.parse_args()
 
     thread_counts = sorted({int(n) for n in args.threads.split(",")})
+    load_before = os.getloadavg()[0]
     config = ChannelConfig.parse(args.channels)
     adaptive, static, info = build_models(args.checkpoint, args.image_size, args.num_classes, config)
     resolved = adaptive.resolve(config).eval()
@@ -141,19 +163,27 @@ def main() -> None:
                 runs = args.runs if batch == 1 else max(20, args.runs // 4)
                 results[threads, batch] = (runs, interleaved_medians(runners, x, runs, args.warmup))
 
+    load_after = os.getloadavg()[0]
+    peak = {threads: sgemm_gflops(threads) for threads in thread_counts}
+    flops = model_flops(resolved, torch.zeros(1, config.num_channels, info.image_size, info.image_size))
     params = sum(p.numel() for p in resolved.parameters())
     static_params = sum(p.numel() for p in static.parameters())
     source = (f"checkpoint `{args.checkpoint}`" if args.checkpoint
               else "freshly initialised (weights do not affect latency)")
     rows = ["| threads | batch | timed calls each | PyTorch eager p50 ms | ONNX fp32 p50 ms | ONNX fp32 speed-up | "
-            "static-stem ONNX fp32 p50 ms | dynamic part adds | ONNX int8 p50 ms | int8 speed-up |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "static-stem ONNX fp32 p50 ms | dynamic part adds | ONNX int8 p50 ms | int8 speed-up | "
+            "GFLOP/s eager / ONNX fp32 / sgemm |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     checks = []
     for (threads, batch), (runs, m) in results.items():
+        def rate(ms: float, batch: int = batch) -> str:
+            return f"{flops * batch / ms / 1e6:.0f}"
+
         speedup, int8_speedup = m["eager"][0] / m["onnx"][0], m["eager"][0] / m["int8"][0]
         overhead = m["onnx"][0] / m["static"][0] - 1
         rows.append(f"| {threads} | {batch} | {runs} | {m['eager'][0]:.3f} | {m['onnx'][0]:.3f} | {speedup:.2f}× | "
-                    f"{m['static'][0]:.3f} | {overhead:+.1%} | {m['int8'][0]:.3f} | {int8_speedup:.2f}× |")
+                    f"{m['static'][0]:.3f} | {overhead:+.1%} | {m['int8'][0]:.3f} | {int8_speedup:.2f}× | "
+                    f"{rate(m['eager'][0])} / {rate(m['onnx'][0])} / {peak[threads]:.0f} |")
         checks.append(
             f"- {threads} thread(s), batch {batch}: ONNX fp32 {speedup:.2f}× faster than eager (target ≥ "
             f"{TARGET_SPEEDUP}×: {_verdict(speedup >= TARGET_SPEEDUP)}; int8 {int8_speedup:.2f}×); dynamic part "
@@ -181,11 +211,13 @@ def main() -> None:
         *checks,
         "",
         "Calls alternate in blocks of 10 (eager, ONNX fp32, static ONNX, ONNX int8; the first call of each "
-        "block untimed) and are summarised by medians. This machine was running a long training "
-        "benchmark (and other test suites) at the same time, so absolute times are inflated and noisy; "
-        "the ratios, measured side by side, are the numbers to read. With 2 threads PyTorch eager "
-        "suffers most from that load (its OpenMP workers wait on a core the other process holds), "
-        "so the 1-thread rows are the fairer fp32 comparison. The int8 graph is the `--int8` export "
+        f"block untimed) and are summarised by medians. Load average {load_before:.1f} before, "
+        f"{load_after:.1f} after" + (" (other work competed for the cores: absolute times are inflated, "
+                                     "the side-by-side ratios are the numbers to read)" if load_before > 1.0
+                                     else "") + ". "
+        f"The model costs {flops / 1e6:.0f} MFLOPs per image; the last column sets each runtime's "
+        "arithmetic rate beside a float32 matrix product's (torch, 1024³, same threads, same run), "
+        "which is about as fast as these cores go. The int8 graph is the `--int8` export "
         "(static QDQ on Conv/Gemm), here calibrated on the parity images and timed only; its accuracy "
         "change is measured and recorded by `python cli.py export --int8`.",
     ])
