@@ -111,14 +111,14 @@ def export_task(task: str = "task1", channels: str = "all", model: str | None = 
                 checkpoint: "str | Path | None" = None, out: "str | Path | None" = None,
                 opset: int = DEFAULT_OPSET, images: "str | Path | None" = None, int8: bool = False,
                 fp16: bool = False, data: "str | Path | None" = None, dataset=None,
-                max_drop: float = DEFAULT_MAX_DROP,
+                max_drop: float = DEFAULT_MAX_DROP, lower: bool = True,
                 root: Path = ARTIFACTS, on_graph: Callable[[GraphRecord], None] | None = None) -> ExportResult:
     """Export and validate one graph per configuration into ``out`` and update its manifest.
 
     With ``int8`` and/or ``fp16``, each fp32 graph also gets that variant, validated by its
     top-1 change on the validation split (``data``/``dataset``: see
-    :func:`export.precision.variant_data`). Stops at the first failure; graphs installed before
-    it stay, and the manifest lists them.
+    :func:`export.precision.variant_data`). ``lower``: see :mod:`export.lowering`. Stops at the
+    first failure; graphs installed before it stay, and the manifest lists them.
     """
     default_model(task)  # validates the task name
     check_opset(opset)
@@ -137,7 +137,7 @@ def export_task(task: str = "task1", channels: str = "all", model: str | None = 
         # parity also proves that resolve() - branch selection, re-parameterisation - is exact.
         record = export_onnx(net.resolve(config).eval(), config, out_dir / graph_name(task, model, config),
                              target.info, opset=opset, reference=lambda x, n=net, c=config: n(x, c),
-                             images=image_set)
+                             images=image_set, lower=lower)
         manifest[MANIFEST_GRAPHS][config.name] = record.to_dict()
         result.manifest = write_manifest(out_dir, manifest)  # before the variants: the fp32 graph is in place
         for precision in variants:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -404,6 +405,16 @@ def test_default_locations_and_names():
     assert graph_name("task2", "resnet34", RGB) == "task2-resnet34-RGB.onnx"
     assert default_checkpoint("task1", "adaptive") == Path("artifacts/task1/adaptive/best.pt")
     assert default_checkpoint("task1", "naive", R) == Path("artifacts/task1/naive-R/best.pt")
+
+
+def test_tiny_map_convolutions_are_lowered_to_a_matmul(exported, export_copy, checkpoint):
+    """At 16 px the last two stages run on 2x2 and 1x1 maps: their 3x3 convolutions export as Gather + MatMul."""
+    lowered = Counter(n.op_type for n in _graph(exported.out_dir, R).graph.node)
+    export_task("task1", "R", checkpoint=checkpoint, out=export_copy, lower=False)
+    plain = Counter(n.op_type for n in _graph(export_copy, R).graph.node)
+    assert lowered["MatMul"] == 4 and plain["MatMul"] == 0
+    assert lowered["Conv"] == plain["Conv"] - 4
+    assert _manifest(export_copy)["graphs"]["R"]["parity"]["max_abs_diff"] <= 1e-4  # both pass the gate
 
 
 def test_opset_17_is_honoured(net, tmp_path):
