@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from benchmarks.common import machine, write_section  # noqa: E402
 from export import ModelInfo, export_onnx  # noqa: E402
 from export.images import parity_images  # noqa: E402
-from export.precision import quantize_qdq  # noqa: E402
+from export.precision import QUANTIZED_OPS, quantize_qdq  # noqa: E402
 from runtime.bench import percentile  # noqa: E402
 from runtime.channels import ChannelConfig  # noqa: E402
 from runtime.contract import INPUT_NAME  # noqa: E402
@@ -218,8 +218,10 @@ def main() -> None:
         f"The model costs {flops / 1e6:.0f} MFLOPs per image; the last column sets each runtime's "
         "arithmetic rate beside a float32 matrix product's (torch, 1024³, same threads, same run), "
         "which is about as fast as these cores go. The int8 graph is the `--int8` export "
-        "(static QDQ on Conv/Gemm), here calibrated on the parity images and timed only; its accuracy "
-        "change is measured and recorded by `python cli.py export --int8`.",
+        f"(static QDQ on {'/'.join(QUANTIZED_OPS)}), here calibrated on the parity images and timed only; "
+        "its accuracy change is measured and recorded by `python cli.py export --int8`. Both fp32 graphs "
+        "come out of the same exporter, so the convolutions on the last stage's 2×2 maps are lowered to "
+        "a gather and one matmul in both (`export/lowering.py`; `--no-lower` turns it off).",
     ])
     write_section("export-latency", body)
     print(body)

@@ -69,9 +69,10 @@ def fp16_session(model: "str | os.PathLike[str]") -> ort.InferenceSession:
                                 providers=[(CUDA, {"use_tf32": "0"}), CPU])
 
 
-#: Only these are quantised: they hold nearly all the compute, and leaving the dynamic stem's
-#: softmax, weighting and batch norm in float keeps its attention exact.
-QUANTIZED_OPS = ("Conv", "Gemm")
+#: Only these are quantised (MatMul: the lowered convolutions, see export.lowering): they hold
+#: nearly all the compute, and leaving the dynamic stem's softmax, weighting and batch norm in
+#: float keeps its attention exact.
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 
 
 def quantize_qdq(fp32_path: Path, out_path: Path, calibration: np.ndarray, config: ChannelConfig) -> dict:
