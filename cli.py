@@ -118,9 +118,9 @@ def export_graphs(
                                                   "own, if it is the synthetic set or beside the shared data)."),
     max_drop: float = typer.Option(0.02, "--max-drop", "--int8-max-drop",
                                    help="For --int8/--fp16: largest accepted top-1 loss (0.02 = 2 points)."),
-    lower: bool = typer.Option(True, "--lower/--no-lower", help="Write convolutions with output maps of at most "
-                                                                "4 pixels as a gather and one matmul (faster in "
-                                                                "onnxruntime; same results)."),
+    lower: bool = typer.Option(False, "--lower", help="Write convolutions with output maps of at most 4 pixels "
+                                                      "as a gather and one matmul: same results, faster in "
+                                                      "batches on CPU, can be slower at batch 1."),
 ) -> None:
     """Export one verified ONNX graph per channel configuration and update manifest.json."""
     from export import export_task

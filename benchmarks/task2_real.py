@@ -78,11 +78,15 @@ def main() -> None:
     body = "\n".join([
         "## Task 2 on real photos (tiny-imagenet-50, test split, 2,500 images)",
         "",
-        f"Command: `python benchmarks/task2_real.py --epochs {args.epochs} --image-size {args.image_size}`  ",
+        f"Command: `python benchmarks/task2_real.py --epochs {args.epochs} --image-size {args.image_size}"
+        f"{' --resume' if args.resume else ''}`  ",
         f"Machine: {machine()}  ",
         f"Budget: {args.epochs} epochs for both (AdamW, one-cycle, label smoothing 0.1, crop+flip); the shallow "
-        "net is distilled from the ResNet34 trained first (T=4, α=0.7). No test-time augmentation. "
-        f"Wall time of the script {wall / 60:.0f} min.",
+        "net is distilled from the ResNet34 trained first (T=4, α=0.7). No test-time augmentation. " +
+        (f"Wall time of the script {wall / 60:.0f} min." if not args.resume else
+         f"This run resumed finished checkpoints ({wall / 60:.0f} min: evaluation, export, latency); training "
+         f"took {results['models']['resnet34']['train_seconds']:.0f} s (ResNet34) and "
+         f"{results['models']['shallow']['train_seconds']:.0f} s (shallow) of the 2 cores."),
         "",
         *rows,
         "",

@@ -7,6 +7,11 @@ a convolution is exactly an im2col gather followed by one GEMM, which is what
 :func:`lower_small_convs` writes into the module before export: same products, another
 summation order, standard ONNX operators (Pad, Transpose, Gather, MatMul), batch kept dynamic.
 The parity gate then checks the graph against the untouched model like any other.
+
+It is opt-in (``export --lower``): each lowered convolution adds a few small operators, so at
+batch 1 a model with many tiny-map convolutions gets slower (torchvision's ResNet34 at 32 px,
+18 of them). It pays off for batched CPU serving of a model with few, wide ones, such as the
+task-1 network's last stage.
 """
 from __future__ import annotations
 
@@ -30,14 +35,17 @@ class Im2colConv2d(nn.Module):
         self.out_size = ((height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1)
         self.padding = (pw, pw, ph, ph)
         padded_width = width + 2 * pw
+        positions = [(oy * sh, ox * sw) for oy in range(self.out_size[0]) for ox in range(self.out_size[1])]
+        # Taps that read only padding at every output position contribute nothing: leave them out
+        # (on a 1x1 map a 3x3 kernel keeps only its centre).
+        taps = [(i, j) for i in range(kh) for j in range(kw)
+                if any(ph <= y + i < ph + height and pw <= x + j < pw + width for y, x in positions)]
         # Row (position, tap) of the columns reads this pixel of the padded, flattened input.
-        index = [(oy * sh + i) * padded_width + ox * sw + j
-                 for oy in range(self.out_size[0]) for ox in range(self.out_size[1])
-                 for i in range(kh) for j in range(kw)]
+        index = [(y + i) * padded_width + x + j for y, x in positions for i, j in taps]
         self.register_buffer("index", torch.tensor(index, dtype=torch.long))
-        # (out, in, kh, kw) -> (kh * kw * in, out): rows in the columns' (tap, channel) order.
-        self.register_buffer("weight", conv.weight.detach().permute(2, 3, 1, 0).reshape(-1, conv.out_channels)
-                             .contiguous())
+        # (out, in, kh, kw) -> (taps * in, out): rows in the columns' (tap, channel) order.
+        kept = torch.stack([conv.weight.detach()[:, :, i, j] for i, j in taps])  # taps, out, in
+        self.register_buffer("weight", kept.permute(0, 2, 1).reshape(-1, conv.out_channels).contiguous())
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

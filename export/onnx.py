@@ -111,14 +111,14 @@ def simplify_graph(model: onnx.ModelProto, config: ChannelConfig, info: ModelInf
 def export_onnx(module: nn.Module, config: ChannelConfig, path: "str | os.PathLike[str]", info: ModelInfo, *,
                 opset: int = DEFAULT_OPSET, reference: Reference | None = None, images: ImageSet | None = None,
                 batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES, atol: float = DEFAULT_ATOL,
-                simplify: bool = True, reference_check: bool = True, lower: bool = True) -> GraphRecord:
+                simplify: bool = True, reference_check: bool = True, lower: bool = False) -> GraphRecord:
     """Export ``module`` (``model.resolve(config)``) to ``path`` and return its manifest entry.
 
     ``reference`` is what the graph must match (default ``module``; pass the unresolved model
     bound to ``config`` to validate the resolution as well). Raises :class:`ExportError` or a
     subclass of :class:`ExportValidationError`; ``path`` is then left exactly as it was.
     ``lower`` writes convolutions with tiny output maps as a gather and one matmul
-    (:mod:`export.lowering`), which onnxruntime runs several times faster.
+    (:mod:`export.lowering`): faster in batches on CPU, slower at batch 1 for some models.
     """
     check_opset(opset)
     path = Path(path)

@@ -111,7 +111,7 @@ def export_task(task: str = "task1", channels: str = "all", model: str | None = 
                 checkpoint: "str | Path | None" = None, out: "str | Path | None" = None,
                 opset: int = DEFAULT_OPSET, images: "str | Path | None" = None, int8: bool = False,
                 fp16: bool = False, data: "str | Path | None" = None, dataset=None,
-                max_drop: float = DEFAULT_MAX_DROP, lower: bool = True,
+                max_drop: float = DEFAULT_MAX_DROP, lower: bool = False,
                 root: Path = ARTIFACTS, on_graph: Callable[[GraphRecord], None] | None = None) -> ExportResult:
     """Export and validate one graph per configuration into ``out`` and update its manifest.
 

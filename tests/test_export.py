@@ -407,11 +407,11 @@ def test_default_locations_and_names():
     assert default_checkpoint("task1", "naive", R) == Path("artifacts/task1/naive-R/best.pt")
 
 
-def test_tiny_map_convolutions_are_lowered_to_a_matmul(exported, export_copy, checkpoint):
+def test_lower_writes_tiny_map_convolutions_as_a_matmul(exported, export_copy, checkpoint):
     """At 16 px the last two stages run on 2x2 and 1x1 maps: their 3x3 convolutions export as Gather + MatMul."""
-    lowered = Counter(n.op_type for n in _graph(exported.out_dir, R).graph.node)
-    export_task("task1", "R", checkpoint=checkpoint, out=export_copy, lower=False)
-    plain = Counter(n.op_type for n in _graph(export_copy, R).graph.node)
+    plain = Counter(n.op_type for n in _graph(exported.out_dir, R).graph.node)  # the default: no lowering
+    export_task("task1", "R", checkpoint=checkpoint, out=export_copy, lower=True)
+    lowered = Counter(n.op_type for n in _graph(export_copy, R).graph.node)
     assert lowered["MatMul"] == 4 and plain["MatMul"] == 0
     assert lowered["Conv"] == plain["Conv"] - 4
     assert _manifest(export_copy)["graphs"]["R"]["parity"]["max_abs_diff"] <= 1e-4  # both pass the gate

@@ -10,6 +10,7 @@ from export.lowering import Im2colConv2d, lower_small_convs
 
 @pytest.mark.parametrize("in_size,kernel,stride,padding,bias", [
     ((2, 2), 3, 1, 1, False), ((4, 4), 3, 2, 1, True), ((1, 1), 3, 1, 1, True), ((3, 5), (3, 2), (2, 1), (1, 0), True),
+    ((2, 2), 3, 2, 1, True), ((1, 2), 5, 1, 2, False),
 ])
 def test_im2col_conv_equals_the_convolution(in_size, kernel, stride, padding, bias):
     torch.manual_seed(0)
@@ -17,6 +18,12 @@ def test_im2col_conv_equals_the_convolution(in_size, kernel, stride, padding, bi
     x = torch.randn(3, 6, *in_size)
     lowered = Im2colConv2d(conv, in_size)
     torch.testing.assert_close(lowered(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_taps_that_only_read_padding_are_dropped():
+    conv = nn.Conv2d(4, 6, 3, 1, 1)
+    assert Im2colConv2d(conv, (1, 1)).weight.shape == (4, 6)  # the centre tap alone
+    assert Im2colConv2d(conv, (2, 2)).weight.shape == (9 * 4, 6)  # every tap reaches some pixel
 
 
 class Tiny(nn.Module):
