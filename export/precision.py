@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from runtime.channels import ChannelConfig
 from runtime.contract import sha256_file
-from runtime.device import CPU, CUDA, plan_providers
+from runtime.device import CUDA, plan_providers, with_provider_options
 from runtime.preprocess import uint8_batch_to_input
 
 from .atomic import staged, write_synced
@@ -59,14 +59,14 @@ def top1_accuracy(model: "str | os.PathLike[str]", data: LabelledImages, config:
 
 def fp16_session(model: "str | os.PathLike[str]") -> ort.InferenceSession:
     """Where fp16 is meant to run: CUDA (TF32 off) when it can start here, else the CPU."""
-    if CUDA not in plan_providers("auto").providers:  # no CUDA build, or no driver: do not even try
+    plan = plan_providers("auto")
+    if CUDA not in plan.providers:  # no CUDA build, or no driver: do not even try
         return cpu_session(model)
     if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()  # CUDA and cuDNN from their pip packages, where that is how they are installed
     options = ort.SessionOptions()
     options.log_severity_level = 3  # a CUDA provider that fails to load falls back to CPU; recorded below
-    return ort.InferenceSession(os.fspath(model), options,
-                                providers=[(CUDA, {"use_tf32": "0"}), CPU])
+    return ort.InferenceSession(os.fspath(model), options, providers=with_provider_options(plan.providers))
 
 
 #: Only these are quantised (MatMul: the lowered convolutions, see export.lowering): they hold

@@ -14,7 +14,8 @@ import onnxruntime as ort
 from . import contract as C
 from .artifacts import Artifacts, GraphSpec, graph_spec, load_artifacts, read_verified
 from .channels import ChannelConfig
-from .device import CPU, CUDA, available_cores, cuda_unavailable_message, plan_providers
+from .device import (CPU, CUDA, available_cores, cuda_unavailable_message, plan_providers,
+                     with_provider_options)
 from .errors import ArtifactError, DeviceUnavailableError
 from .inputs import Inputs, load_inputs, resolve_config, to_model_input
 
@@ -190,8 +191,7 @@ class Classifier:
     def _providers(self) -> list:
         if self._cuda_failed:  # it will fail again: skip the retry, its cost and its log lines
             return [CPU]
-        # TF32 off: results match the CPU and PyTorch's fp32 evaluation, not a 10-bit mantissa.
-        return [(p, {"use_tf32": "0"}) if p == CUDA else p for p in self._plan.providers]
+        return with_provider_options(self._plan.providers)
 
     @contextlib.contextmanager
     def _quiet_provider_errors(self) -> Iterator[None]:

@@ -50,6 +50,12 @@ def plan_providers(device: str) -> ProviderPlan:
     return ProviderPlan([CUDA, CPU] if usable else [CPU], wants_cuda=True)
 
 
+def with_provider_options(providers: list[str]) -> list:
+    """``providers`` as onnxruntime takes them, CUDA with TF32 off: results match the CPU and
+    PyTorch's fp32 evaluation, not a 10-bit mantissa."""
+    return [(p, {"use_tf32": "0"}) if p == CUDA else p for p in providers]
+
+
 def available_cores() -> int:
     """Cores this process may run on (its affinity mask, e.g. a container's share), not the host's."""
     try:
@@ -145,9 +151,9 @@ def cuda_library_names() -> dict[str, list[str]]:
     major = ort_cuda_major() or "12"
     if sys.platform == "win32":
         return {"CUDA runtime": [f"cudart64_{major}.dll"], "cuBLAS": [f"cublas64_{major}.dll"],
-                "cuDNN": ["cudnn64_9.dll"], "CUDA driver": ["nvcuda.dll"]}
+                "cuDNN": ["cudnn64_9.dll"], "CUDA driver": [DRIVER_LIBRARY]}
     # What libonnxruntime_providers_cuda.so links (readelf -d), plus cuDNN, which it opens later.
-    return {"CUDA driver": ["libcuda.so.1"], "CUDA runtime": [f"libcudart.so.{major}"],
+    return {"CUDA driver": [DRIVER_LIBRARY], "CUDA runtime": [f"libcudart.so.{major}"],
             "cuBLAS": [f"libcublas.so.{major}", f"libcublasLt.so.{major}"], "cuRAND": ["libcurand.so.10"],
             "cuDNN": ["libcudnn.so.9"]}
 
