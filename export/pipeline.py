@@ -24,6 +24,7 @@ from .images import ImageSet, parity_images
 from .manifest import GraphRecord, manifest_header, start_manifest, write_manifest
 from .metadata import ModelInfo, project_version
 from .onnx import DEFAULT_OPSET, export_onnx
+from . import precision as variant_targets
 from .precision import DEFAULT_MAX_DROP, export_variant, variant_data
 
 ARTIFACTS = Path("artifacts")
@@ -140,10 +141,13 @@ def export_task(task: str = "task1", channels: str = "all", model: str | None = 
                              images=image_set, lower=lower)
         manifest[MANIFEST_GRAPHS][config.name] = record.to_dict()
         result.manifest = write_manifest(out_dir, manifest)  # before the variants: the fp32 graph is in place
+        # The fp32 graph's validation accuracy, once for all its variants.
+        fp32_result = variant_targets.top1_accuracy(out_dir / record.file, variant_sets[1], config) \
+            if variants else None
         for precision in variants:
             record.extra[precision] = export_variant(
                 precision, out_dir / record.file, config, out_dir / graph_name(task, model, config, precision),
-                target.info, *variant_sets, max_drop=max_drop)
+                target.info, *variant_sets, max_drop=max_drop, fp32_result=fp32_result)
             manifest[MANIFEST_GRAPHS][config.name] = record.to_dict()
             result.manifest = write_manifest(out_dir, manifest)
         result.records.append(record)

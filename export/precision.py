@@ -132,9 +132,13 @@ def _drop_unused_opsets(model: onnx.ModelProto) -> None:
 
 def export_variant(precision: str, fp32_path: "str | os.PathLike[str]", config: ChannelConfig,
                    path: "str | os.PathLike[str]", info: ModelInfo, calibration: LabelledImages,
-                   validation: LabelledImages, max_drop: float = DEFAULT_MAX_DROP) -> dict:
+                   validation: LabelledImages, max_drop: float = DEFAULT_MAX_DROP,
+                   fp32_result: tuple[float, np.ndarray] | None = None) -> dict:
     """Convert the verified fp32 graph at ``fp32_path`` to ``precision`` ("int8" or "fp16") into
     ``path``; return its manifest sub-entry.
+
+    ``fp32_result`` is the fp32 graph's :func:`top1_accuracy` on ``validation``, when the caller
+    already has it (several variants of one graph); otherwise it is computed here.
 
     Raises :class:`ExportValidationError` (``path`` untouched) if top-1 on ``validation`` drops
     by more than ``max_drop``.
@@ -154,7 +158,8 @@ def export_variant(precision: str, fp32_path: "str | os.PathLike[str]", config: 
 
     with staged(path) as tmp:
         write_synced(tmp, graph.SerializeToString())
-        fp32_top1, fp32_logits = top1_accuracy(fp32_path, validation, config)
+        fp32_top1, fp32_logits = (fp32_result if fp32_result is not None
+                                  else top1_accuracy(fp32_path, validation, config))
         session = SESSIONS[precision](tmp)
         top1, logits = top1_accuracy(tmp, validation, config, session)
         change = top1 - fp32_top1
