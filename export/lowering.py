@@ -72,13 +72,16 @@ def lower_small_convs(module: nn.Module, example: torch.Tensor,
     1x1 convolutions are left alone: they are already a matrix product for onnxruntime.
     """
     module = copy.deepcopy(module).eval()
-    sizes: dict[str, tuple[int, int]] = {}
+    in_sizes: dict[str, tuple[int, int]] = {}
+
     def record(name: str):
-        def hook(_conv: nn.Module, args: tuple) -> None:  # returning a value would replace the args
-            sizes.setdefault(name, tuple(args[0].shape[-2:]))
+        def hook(_conv: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            height, width = output.shape[-2:]
+            if height * width <= max_positions:
+                in_sizes.setdefault(name, tuple(args[0].shape[-2:]))
         return hook
 
-    hooks = [m.register_forward_pre_hook(record(name)) for name, m in module.named_modules()
+    hooks = [m.register_forward_hook(record(name)) for name, m in module.named_modules()
              if name and isinstance(m, nn.Conv2d) and _lowerable(m)]
     try:
         with torch.no_grad():
@@ -86,12 +89,7 @@ def lower_small_convs(module: nn.Module, example: torch.Tensor,
     finally:
         for hook in hooks:
             hook.remove()
-    lowered = 0
-    for name, in_size in sizes.items():
-        replacement = Im2colConv2d(module.get_submodule(name), in_size)
-        if replacement.out_size[0] * replacement.out_size[1] > max_positions:
-            continue
+    for name, in_size in in_sizes.items():
         parent, _, leaf = name.rpartition(".")
-        setattr(module.get_submodule(parent), leaf, replacement)
-        lowered += 1
-    return module, lowered
+        setattr(module.get_submodule(parent), leaf, Im2colConv2d(module.get_submodule(name), in_size))
+    return module, len(in_sizes)
