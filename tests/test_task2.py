@@ -64,12 +64,18 @@ def test_distillation_uses_the_teachers_logits_on_the_same_batch():
     assert student.grad is not None and student.grad.abs().sum() > 0
 
 
-def test_tiny_shallow_run_beats_chance(tmp_path, synthetic_dataset):
+def _train_tiny_shallow(out, dataset, epochs: int):
+    """A narrow shallow net trained for ``epochs`` on ``dataset``; its checkpoints in ``out``."""
     torch.manual_seed(0)
     kwargs = {"widths": (16, 32, 64)}
-    model = create_model("shallow", num_classes=synthetic_dataset.num_classes, **kwargs)
-    fit(model, RunSpec("shallow", "shallow", kwargs, (RGB,)), synthetic_dataset, tmp_path / "shallow",
-        TrainConfig(epochs=3, batch_size=64), "task2", log=lambda _: None)
+    model = create_model("shallow", num_classes=dataset.num_classes, **kwargs)
+    fit(model, RunSpec("shallow", "shallow", kwargs, (RGB,)), dataset, out,
+        TrainConfig(epochs=epochs, batch_size=64), "task2", log=lambda _: None)
+    return model
+
+
+def test_tiny_shallow_run_beats_chance(tmp_path, synthetic_dataset):
+    model = _train_tiny_shallow(tmp_path / "shallow", synthetic_dataset, epochs=3)
     _, acc = evaluate(model, SplitTensors(synthetic_dataset.splits["val"]), RGB)
     assert acc > 3 / synthetic_dataset.num_classes
 
@@ -102,11 +108,7 @@ def test_shallow_net_exports_with_four_weight_layers_and_runs_in_the_runtime(tmp
     from export.pipeline import export_task
     from runtime import Classifier
 
-    torch.manual_seed(0)
-    kwargs = {"widths": (16, 32, 64)}
-    model = create_model("shallow", num_classes=synthetic_dataset.num_classes, **kwargs)
-    fit(model, RunSpec("shallow", "shallow", kwargs, (RGB,)), synthetic_dataset, tmp_path / "shallow",
-        TrainConfig(epochs=1, batch_size=64), "task2", log=lambda _: None)
+    model = _train_tiny_shallow(tmp_path / "shallow", synthetic_dataset, epochs=1)
     result = export_task("task2", checkpoint=tmp_path / "shallow" / "best.pt", out=tmp_path / "onnx")
     graph = onnx.load(str(result.out_dir / "task2-RGB.onnx"))
     weight_ops = [n.op_type for n in graph.graph.node if n.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose")]
