@@ -23,6 +23,10 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+#: Epochs for task 1 when --epochs is not given.
+DEFAULT_TASK1_EPOCHS = 10
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
@@ -50,6 +54,18 @@ def train(
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="Continue each run from its last.pt."),
     train_eval_samples: int = typer.Option(2500, help="Training images used for the final train accuracy."),
+    strategy: str = typer.Option("joint", help="task1, our model: 'joint' (several configurations every step) or "
+                                               "'sampled' (one drawn per batch, the earlier recipe)."),
+    configs_per_step: int = typer.Option(7, help="joint: configurations per step (7 = all; fewer are drawn by "
+                                                 "the sandwich rule: RGB, a one-channel one, the rest at random)."),
+    share_images: bool = typer.Option(False, "--share-images/--split-images",
+                                      help="joint: all configurations of a step see the same images, or each "
+                                           "its own (--batch-size counts views: images x configurations)."),
+    distill: bool = typer.Option(False, "--distill/--no-distill",
+                                 help="joint with --share-images: subsets also learn from the RGB logits of the "
+                                      "same images (in-place distillation)."),
+    body: str = typer.Option("plain", help="task1, our model's body: 'plain' (the naive CNN's stages) or "
+                                           "'residual' (wider, 2.5x the FLOPs)."),
 ) -> None:
     """Train a task's models and write results.json, results.md and curves under --out."""
     from runtime.errors import AnyChannelError
@@ -64,11 +80,14 @@ def train(
                    + ", ".join(f"{k} {len(v)}" for k, v in dataset.splits.items())
                    + f", {dataset.image_size} px")
         if task is Task.task1:
-            from train.task1 import MODELS, run_task1
+            from train.task1 import MODELS, Task1Options, run_task1
 
-            cfg = TrainConfig(epochs=epochs or 10, batch_size=batch_size, lr=lr, seed=seed, device=device.value)
+            options = Task1Options(strategy, configs_per_step, share_images, distill, body)
+            options.adaptive_spec().build_strategy()  # bad combinations fail before any data work
+            cfg = TrainConfig(epochs=epochs or DEFAULT_TASK1_EPOCHS, batch_size=batch_size, lr=lr, seed=seed,
+                              device=device.value)
             results = run_task1(dataset, _split_models(models or ",".join(MODELS), MODELS), out, cfg,
-                                resume=resume, train_eval_samples=train_eval_samples)
+                                resume=resume, train_eval_samples=train_eval_samples, options=options)
         else:
             from train.task2 import MODELS, run_task2
 

@@ -10,7 +10,7 @@ import torch
 from runtime.errors import AnyChannelError
 
 #: Bumped when a checkpoint's layout or a model's parameters change incompatibly.
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the adaptive model's body is a choice (plain by default)
 
 
 class CheckpointError(AnyChannelError, ValueError):

@@ -49,18 +49,25 @@ def markdown_table(results: dict[str, Any]) -> str:
                 f"{r['train_loss']:.3f} | {r['val_loss']:.3f} | {r['test_loss']:.3f} | "
                 f"{r['params'] / 1e6:.2f}M | {r['flops'] / 1e6:.1f} |"
             )
-    lines += ["", "| model | trainable params | train time (s) | train images/s | CPU latency, batch 1 (ms) "
-              "| weight layers |", "|---|---|---|---|---|---|"]
+    naive_flops = results["models"].get("naive", {}).get("train_flops")
+    lines += ["", "| model | trainable params | train time (s) | train views | train images/s | train TFLOPs "
+              "(fwd+bwd) | vs naive | CPU latency, batch 1 (ms) | weight layers |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for model, entry in results["models"].items():
         latency = entry.get("cpu_latency_ms_batch1")
+        flops = entry.get("train_flops")
+        ratio = f"{flops / naive_flops:.2f}×" if flops and naive_flops else "-"
         lines.append(f"| {model} | {entry['params'] / 1e6:.2f}M | {entry['train_seconds']:.0f} | "
-                     f"{entry['images_per_second']:.0f} | {'-' if latency is None else f'{latency:.2f}'} | "
-                     f"{entry.get('weight_layers', '-')} |")
+                     f"{entry.get('train_views', '-')} | {entry['images_per_second']:.0f} | "
+                     f"{'-' if flops is None else f'{flops / 1e12:.1f}'} | {ratio} | "
+                     f"{'-' if latency is None else f'{latency:.2f}'} | {entry.get('weight_layers', '-')} |")
     lines.append("")
     if "shallow_to_resnet34_test_acc" in results:
         lines += [f"Shallow / ResNet34 test accuracy: {results['shallow_to_resnet34_test_acc']:.1%} "
                   "(target ≥ 90%).", ""]
-    lines.append("Naive params are summed over its seven separate models. "
+    lines.append("Naive params, views, time and FLOPs are summed over its seven separate models. "
+                 "A view is one training image seen through one configuration; train FLOPs count every "
+                 "forward and backward pass (and precise-BN forwards) as torch's FLOP counter measures them. "
                  if "naive" in results["models"] else "")
     lines.append("Train accuracy and loss are measured in eval mode, without augmentation, on "
                  f"{results['train_eval_samples']} training images.")

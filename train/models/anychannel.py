@@ -1,9 +1,15 @@
 """Our design: one small network for all seven channel configurations.
 
-A channel-adaptive dynamic stem (see :class:`ChannelAdaptiveStem`) feeds a compact
-residual body whose batch norms are kept per configuration (:class:`ConfigBatchNorm2d`). Dynamic convolution sits where it pays: in the stem, which is where the
-channels differ, and where K kernels cost little. Export resolves the stem for one
-configuration, leaving a static residual network behind it.
+A channel-adaptive dynamic stem (see :class:`ChannelAdaptiveStem`) feeds a shared body
+whose batch norms are kept per configuration (:class:`ConfigBatchNorm2d`). Dynamic
+convolution sits where it pays: in the stem, which is where the channels differ, and where
+K kernels cost little. Export resolves the stem for one configuration, leaving a static
+network behind it.
+
+Bodies come from :data:`BODIES`: ``plain`` (the default: the naive baseline's own
+conv-BN-ReLU-pool stages, so a comparison with it isolates the any-channel technique and
+the training method, at the same FLOPs per image) and ``residual`` (a wider ResNet-style
+body, 2.5x the FLOPs).
 """
 from __future__ import annotations
 
@@ -37,6 +43,33 @@ class _Body(nn.Module):
         return self.head(self.blocks(self.pool(x)))
 
 
+class _PlainBody(nn.Module):
+    """The naive CNN's stages after its first convolution: [conv-BN-ReLU, max pool] per width."""
+
+    def __init__(self, stem_width: int, widths: tuple[int, ...], strides: tuple[int, ...], num_classes: int,
+                 dropout: float, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
+        super().__init__()
+        del strides  # every stage halves the map by pooling
+        self.pool = nn.MaxPool2d(2)
+        layers: list[nn.Module] = []
+        in_ch = stem_width
+        for w in widths:
+            layers += [nn.Conv2d(in_ch, w, 3, 1, 1, bias=False), norm(w), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            in_ch = w
+        self.blocks = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.pool(x)))
+
+
+#: Body name -> (class, default widths).
+BODIES: dict[str, tuple[type[nn.Module], tuple[int, ...]]] = {
+    "plain": (_PlainBody, (64, 128, 256)),
+    "residual": (_Body, (48, 96, 192, 384)),
+}
+
+
 @register_model("adaptive")
 class AnyChannelNet(nn.Module):
     """Dynamic channel-adaptive stem + residual body; ``resolve(config)`` gives a static graph."""
@@ -44,11 +77,16 @@ class AnyChannelNet(nn.Module):
     multi_config = True
     supported_configs = ALL_CONFIGS
 
-    def __init__(self, num_classes: int, stem_width: int = 32, widths: tuple[int, ...] = (48, 96, 192, 384),
-                 strides: tuple[int, ...] = (1, 2, 2, 2), num_kernels: int = 4, dropout: float = 0.2) -> None:
+    def __init__(self, num_classes: int, stem_width: int = 32, widths: tuple[int, ...] | None = None,
+                 strides: tuple[int, ...] = (1, 2, 2, 2), num_kernels: int = 4, dropout: float = 0.2,
+                 body: str = "plain") -> None:
         super().__init__()
+        if body not in BODIES:
+            raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
+        body_class, default_widths = BODIES[body]
         self.stem = ChannelAdaptiveStem(stem_width, num_kernels=num_kernels)
-        self.body = _Body(stem_width, widths, strides, num_classes, dropout, norm=ConfigBatchNorm2d)
+        self.body = body_class(stem_width, tuple(widths or default_widths), strides, num_classes, dropout,
+                               norm=ConfigBatchNorm2d)
 
     def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
         if config is None:

@@ -1,0 +1,282 @@
+"""Training strategies: which channel configurations each step trains, on which images, with which loss.
+
+``engine.fit`` runs the plain loop (optimizer, schedule, checkpoints); a strategy decides
+what one step is. Strategies are looked up by name, so a new method is a new class here,
+not a branch in ``fit``.
+
+- ``fixed``: one configuration for every batch (the naive and task-2 models).
+- ``sampled``: one configuration per batch, drawn by ChannelViT's hierarchical rule (a
+  channel count uniformly, then a subset of that size). Every image is seen once per
+  epoch; R, G and B each get a ninth of the batches.
+- ``joint`` (our default for the any-channel model): every step trains several
+  configurations, each on its own group of images, gradients summed into one update. With
+  all seven per step, an epoch shows every image once *to every configuration*: exactly the
+  (image, configuration) pairs the seven per-configuration models see, so the compute
+  matches theirs, but one shared network takes all the updates. Options give the
+  slimmable-network variants: the groups share their images (``share_images``), and the
+  subsets also learn from the RGB logits of those images (``distill``, in-place
+  distillation, Yu & Huang 2019), or fewer configurations per step chosen by the
+  sandwich rule.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from runtime.channels import ALL_CONFIGS, ChannelConfig, configs_with
+
+from .data.loader import SplitTensors, augment, normalize
+from .distill import distillation_loss
+
+#: Passed to a strategy's loss: ``(logits, labels, inputs, config) -> loss`` replaces cross-entropy.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, ChannelConfig], torch.Tensor]
+
+
+@dataclass
+class ConfigGroup:
+    """Part of a step: normalised ``inputs`` seen through ``config``, their ``labels``."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    config: ChannelConfig
+
+
+@dataclass
+class StepResult:
+    """What the loop needs from one step: the loss to minimise, and logits for train accuracy."""
+
+    loss: torch.Tensor
+    groups: list[ConfigGroup]
+    logits: list[torch.Tensor]
+
+    @property
+    def views(self) -> int:
+        return sum(len(g.labels) for g in self.groups)
+
+
+class TrainingStrategy(Protocol):
+    """What ``engine.fit`` calls; see the module docstring for the built-in ones."""
+
+    name: str
+    #: Whether fit recomputes each configuration's batch-norm statistics after each epoch (precise BN).
+    precise_bn: bool
+
+    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator
+              ) -> Iterator[list[ConfigGroup]]:
+        """One epoch: each item is one optimizer step's groups, augmented and normalised."""
+
+    def steps_per_epoch(self, images: int, batch_size: int) -> int:
+        """How many items :meth:`steps` yields for ``images`` training images."""
+
+    def loss(self, model: nn.Module, groups: list[ConfigGroup], label_smoothing: float,
+             loss_fn: LossFn | None = None) -> StepResult:
+        """Forward every group and return the step's loss (the mean over groups)."""
+
+    def describe(self) -> dict[str, Any]:
+        """The options, for checkpoints and reports."""
+
+
+def sample_config(generator: torch.Generator) -> ChannelConfig:
+    """Hierarchical channel sampling (ChannelViT): a channel count uniformly, then a set of that size."""
+    count = int(torch.randint(1, 4, (1,), generator=generator))
+    options = configs_with(count)
+    return options[int(torch.randint(len(options), (1,), generator=generator))]
+
+
+def _pick(options: list[ChannelConfig], generator: torch.Generator) -> ChannelConfig:
+    return options.pop(int(torch.randint(len(options), (1,), generator=generator)))
+
+
+def sandwich_configs(count: int, generator: torch.Generator,
+                     configs: tuple[ChannelConfig, ...] = ALL_CONFIGS) -> list[ChannelConfig]:
+    """The sandwich rule: the widest (RGB), a narrowest (one channel) and ``count - 2`` others at random."""
+    if count >= len(configs):
+        return list(configs)
+    widest = configs[0]
+    narrow = [c for c in configs if c.num_channels == min(x.num_channels for x in configs)]
+    chosen = [widest]
+    if count >= 2:
+        chosen.append(_pick(narrow, generator))
+    rest = [c for c in configs if c not in chosen]
+    while len(chosen) < count:
+        chosen.append(_pick(rest, generator))
+    return sorted(chosen, key=lambda c: c.index)
+
+
+def _cross_entropy(label_smoothing: float) -> LossFn:
+    return lambda logits, y, x, c: F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+
+def _group(split: SplitTensors, idx: torch.Tensor, config: ChannelConfig, generator: torch.Generator,
+           planes: torch.Tensor | None = None) -> ConfigGroup:
+    """``idx``'s images through ``config``; ``planes`` (already augmented RGB) makes groups share crops."""
+    if planes is None:
+        planes = augment(split.images[idx][:, list(config.indices)], generator)
+    else:
+        planes = planes[:, list(config.indices)]
+    return ConfigGroup(normalize(planes, config), split.labels[idx], config)
+
+
+@dataclass
+class FixedConfig:
+    """Every batch in one configuration: a model trained for that configuration alone."""
+
+    config: ChannelConfig
+    name: str = "fixed"
+    #: Whether fit must recompute per-configuration batch-norm statistics after each epoch.
+    precise_bn: bool = False
+
+    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator) -> Iterator[list[ConfigGroup]]:
+        for idx in _batches(torch.randperm(len(split), generator=generator), batch_size):
+            yield [_group(split, idx, self.config, generator)]
+
+    def steps_per_epoch(self, images: int, batch_size: int) -> int:
+        return len(range(0, images, batch_size))
+
+    def loss(self, model: nn.Module, groups: list[ConfigGroup], label_smoothing: float,
+             loss_fn: LossFn | None = None) -> StepResult:
+        return _mean_loss(model, groups, loss_fn or _cross_entropy(label_smoothing))
+
+    def describe(self) -> dict[str, Any]:
+        return {"strategy": self.name, "config": self.config.name}
+
+
+@dataclass
+class SampledConfig(FixedConfig):
+    """One configuration per batch, drawn hierarchically; each image once per epoch."""
+
+    config: ChannelConfig | None = None
+    name: str = "sampled"
+    precise_bn: bool = True  # rare configurations' running averages lag behind the weights
+
+    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator) -> Iterator[list[ConfigGroup]]:
+        for idx in _batches(torch.randperm(len(split), generator=generator), batch_size):
+            yield [_group(split, idx, sample_config(generator), generator)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"strategy": self.name, "sampling": "hierarchical"}
+
+
+@dataclass
+class JointConfigs:
+    """Several configurations per step, each a group of ``batch_size // configs_per_step`` images.
+
+    - ``configs_per_step``: all seven (default), or fewer drawn by the sandwich rule.
+    - ``share_images``: the groups see the same images and crops (needed for ``distill``);
+      otherwise each group draws from its own permutation of the training set, so the step's
+      gradients come from ``batch_size`` different images.
+    - ``distill``: the subsets' loss is ``(1 - w) * CE(labels) + w * T^2 * KL(RGB logits, detached)``.
+
+    An epoch is one pass of each group's permutation: every image is seen
+    ``configs_per_step`` times, and with all seven, once by each configuration.
+    """
+
+    configs: tuple[ChannelConfig, ...] = ALL_CONFIGS
+    configs_per_step: int = len(ALL_CONFIGS)
+    share_images: bool = False
+    distill: bool = False
+    distill_weight: float = 0.5
+    temperature: float = 1.0
+    name: str = "joint"
+    _sampled: bool = field(init=False, repr=False, default=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.configs_per_step <= len(self.configs):
+            raise ValueError(f"configs per step must be 1 to {len(self.configs)}, got {self.configs_per_step}")
+        if self.distill and not self.share_images:
+            raise ValueError("distillation needs the groups to share their images (share_images)")
+        if self.distill and self.configs[0].num_channels != 3:
+            raise ValueError("distillation needs RGB, the teacher, among the configurations")
+        self._sampled = self.configs_per_step < len(self.configs)
+
+    @property
+    def precise_bn(self) -> bool:
+        """Only when some configurations skip steps: otherwise every running average moves every step."""
+        return self._sampled
+
+    def group_size(self, batch_size: int) -> int:
+        size = batch_size // self.configs_per_step
+        if size < 2:
+            raise ValueError(f"batch size {batch_size} leaves fewer than 2 images for each of "
+                             f"{self.configs_per_step} configurations (batch norm needs 2)")
+        return size
+
+    def steps_per_epoch(self, images: int, batch_size: int) -> int:
+        return len(range(0, images, self.group_size(batch_size)))
+
+    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator) -> Iterator[list[ConfigGroup]]:
+        size = self.group_size(batch_size)
+        n = len(split)
+        orders = [torch.randperm(n, generator=generator)
+                  for _ in range(1 if self.share_images else self.configs_per_step)]
+        for start in range(0, n, size):
+            configs = (sandwich_configs(self.configs_per_step, generator, self.configs) if self._sampled
+                       else list(self.configs))
+            if self.share_images:
+                idx = orders[0][start : start + size]
+                if len(idx) < 2:
+                    continue
+                # One crop and flip for all groups: the distillation target describes the same pixels.
+                planes = augment(split.images[idx], generator)
+                yield [_group(split, idx, c, generator, planes) for c in configs]
+            else:
+                chunks = [order[start : start + size] for order in orders]
+                if min(len(c) for c in chunks) < 2:
+                    continue
+                yield [_group(split, idx, c, generator) for idx, c in zip(chunks, configs)]
+
+    def loss(self, model: nn.Module, groups: list[ConfigGroup], label_smoothing: float,
+             loss_fn: LossFn | None = None) -> StepResult:
+        criterion = loss_fn or _cross_entropy(label_smoothing)
+        if not self.distill:
+            return _mean_loss(model, groups, criterion)
+        logits = [model(g.inputs, g.config) for g in groups]
+        teacher = next((lg for lg, g in zip(logits, groups) if g.config.num_channels == 3), None)
+        losses = []
+        for lg, g in zip(logits, groups):
+            if teacher is None or g.config.num_channels == 3:
+                losses.append(criterion(lg, g.labels, g.inputs, g.config))
+            else:  # the RGB prediction of the same images, as a fixed target
+                losses.append(distillation_loss(lg, teacher.detach(), g.labels, self.distill_weight,
+                                                self.temperature, label_smoothing))
+        return StepResult(torch.stack(losses).mean(), groups, logits)
+
+    def describe(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if not k.startswith("_") and k != "configs"}
+        out["configs"] = [c.name for c in self.configs]
+        return {"strategy": self.name, **{k: v for k, v in out.items() if k != "name"}}
+
+
+def _batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        if len(idx) >= 2:  # batch norm cannot train on a single sample
+            yield idx
+
+
+def _mean_loss(model: nn.Module, groups: list[ConfigGroup], criterion: LossFn) -> StepResult:
+    logits = [model(g.inputs, g.config) for g in groups]
+    losses = [criterion(lg, g.labels, g.inputs, g.config) for lg, g in zip(logits, groups)]
+    return StepResult(torch.stack(losses).mean(), groups, logits)
+
+
+STRATEGIES: dict[str, Callable[..., TrainingStrategy]] = {
+    "fixed": FixedConfig,
+    "sampled": SampledConfig,
+    "joint": JointConfigs,
+}
+
+
+def build_strategy(name: str, configs: tuple[ChannelConfig, ...], **options: Any) -> TrainingStrategy:
+    """The strategy ``name`` for a model supporting ``configs``; one configuration always means ``fixed``."""
+    if len(configs) == 1:
+        return FixedConfig(configs[0])
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown training strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    if name == "joint":
+        return JointConfigs(configs=configs, **options)
+    return STRATEGIES[name]()
