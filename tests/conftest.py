@@ -52,3 +52,13 @@ def task1_artifacts(task1_run):
     from export import export_task
 
     return export_task("task1", "all", checkpoint=task1_run / "adaptive" / "best.pt", out=task1_run / "onnx").out_dir
+
+
+@pytest.fixture(autouse=True)
+def fresh_provider_failures():
+    """Each test starts as a new process does: no provider has failed yet, so its one warning can come."""
+    from runtime.device import reset_failures
+
+    reset_failures()
+    yield
+    reset_failures()
