@@ -15,8 +15,9 @@ import onnxruntime as ort
 from . import contract as C
 from .artifacts import Artifacts, GraphSpec, graph_spec, load_artifacts, read_verified
 from .channels import ChannelConfig
-from .device import (CPU, TENSORRT, ProviderPlan, available_cores, default_trt_cache_dir, plan_providers,
-                     record_failure, tensorrt_options, unavailable_message, with_provider_options)
+from .device import (CPU, TENSORRT, ProviderPlan, available_cores, default_trt_cache_dir, earlier_failure,
+                     plan_providers, record_failure, tensorrt_options, unavailable_message,
+                     with_provider_options)
 from .errors import ArtifactError, DeviceUnavailableError
 from .inputs import Inputs, load_inputs, resolve_config, to_model_input
 
@@ -283,7 +284,8 @@ class Classifier:
         wanted = self._plan.wanted
         if wanted is None or wanted in active:
             return
-        message = unavailable_message(wanted, active, errors)
+        # Skipped because it failed earlier in this process: that failure's message says why.
+        message = (not errors and earlier_failure(wanted)) or unavailable_message(wanted, active, errors)
         if self.strict_device:
             raise DeviceUnavailableError(message)
         if record_failure(wanted, message):  # first time in this process: later ones stay quiet

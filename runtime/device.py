@@ -81,6 +81,12 @@ def failed_providers() -> frozenset[str]:
         return frozenset(_failed)
 
 
+def earlier_failure(provider: str) -> str | None:
+    """The message recorded when ``provider`` failed earlier in this process, if it did."""
+    with _failed_lock:
+        return _failed.get(provider)
+
+
 def reset_failures() -> None:
     """Forget earlier failures: the next session tries every provider again and may warn again."""
     with _failed_lock:
