@@ -62,3 +62,23 @@ def fresh_provider_failures():
     reset_failures()
     yield
     reset_failures()
+
+
+@pytest.fixture
+def fake_ort(monkeypatch):
+    """Install a fake onnxruntime (``tests/fake_ort.py``) on a GPU machine (the NVIDIA driver loads).
+
+    Returns ``install(available=..., starts=..., raises=..., fp16=...) -> FakeOrt``.
+    """
+    from fake_ort import EVERYTHING, FakeOrt
+    from runtime import classifier, device
+
+    monkeypatch.setattr(device, "try_load", lambda lib: None)
+
+    def install(available=EVERYTHING, starts=frozenset(EVERYTHING), raises=frozenset(), fp16=None) -> FakeOrt:
+        fake = FakeOrt(list(available), set(starts), set(raises), fp16)
+        monkeypatch.setattr(device, "ort", fake)
+        monkeypatch.setattr(classifier, "ort", fake)
+        return fake
+
+    return install

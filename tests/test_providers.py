@@ -1,93 +1,21 @@
 """Execution providers with a faked onnxruntime: order per device, TensorRT's engine cache and
 options, fallbacks, strict_device and one warning per process.
 
-The fake reports which providers its "build" has and which of them start; sessions still run the
-real graph on onnxruntime's CPU provider, so results are real.
+The fake (``tests/fake_ort.py``, installed by the ``fake_ort`` fixture) reports which providers its
+"build" has and which of them start; sessions still run the real graph on onnxruntime's CPU
+provider, so results are real.
 """
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
-import onnxruntime as real_ort
 import pytest
 
+from fake_ort import EVERYTHING
 from runtime import Classifier, DeviceUnavailableError
-from runtime import classifier as classifier_module
 from runtime import device as device_module
 from runtime.device import COREML, CPU, CUDA, TENSORRT, ProviderPlan, plan_providers
-
-EVERYTHING = [TENSORRT, CUDA, COREML, CPU]
-
-
-class FakeSession:
-    """A real CPU session that claims the providers the fake build started."""
-
-    def __init__(self, session: real_ort.InferenceSession, active: list[str]) -> None:
-        self._session, self._active = session, active
-        self.fallback_enabled = False
-        self.batches: list[int] = []
-
-    def get_providers(self) -> list[str]:
-        return list(self._active)
-
-    def enable_fallback(self) -> None:
-        self.fallback_enabled = True
-
-    def run(self, outputs, feeds):
-        self.batches.append(len(next(iter(feeds.values()))))
-        return self._session.run(outputs, feeds)
-
-    def __getattr__(self, name):
-        return getattr(self._session, name)
-
-
-class FakeOrt:
-    """Stands in for the ``onnxruntime`` module: ``available`` providers, of which ``starts`` start
-    (the CPU always does) and ``raises`` make session creation raise."""
-
-    __version__ = real_ort.__version__
-    __file__ = real_ort.__file__  # where the provider libraries are looked for
-    cuda_version = getattr(real_ort, "cuda_version", "")
-    SessionOptions = real_ort.SessionOptions
-
-    def __init__(self, available: list[str], starts: set[str] = frozenset(), raises: set[str] = frozenset()):
-        self.available, self.starts, self.raises = available, starts, raises
-        self.calls: list[dict] = []  # providers and options of each InferenceSession() call
-        self.sessions: list[FakeSession] = []
-
-    def get_available_providers(self) -> list[str]:
-        return list(self.available)
-
-    def set_default_logger_severity(self, level: int) -> None:
-        pass
-
-    def InferenceSession(self, data, options=None, providers=(), **kwargs):  # noqa: N802 (onnxruntime's name)
-        requested = [(p, {}) if isinstance(p, str) else p for p in providers]
-        self.calls.append({"providers": [name for name, _ in requested], "options": dict(requested),
-                           "enable_fallback": kwargs.get("enable_fallback", 1)})
-        for name, _ in requested:
-            if name in self.raises:
-                raise RuntimeError(f"{name}: failed to create the provider")
-        active = [name for name, _ in requested if name in self.starts or name == CPU]
-        session = FakeSession(real_ort.InferenceSession(data, options, providers=[CPU]), active)
-        self.sessions.append(session)
-        return session
-
-
-@pytest.fixture
-def fake_ort(monkeypatch):
-    """Install a fake onnxruntime (a GPU machine: the NVIDIA driver loads); returns a factory."""
-    monkeypatch.setattr(device_module, "try_load", lambda lib: None)
-
-    def install(available=EVERYTHING, starts=frozenset(EVERYTHING), raises=frozenset()) -> FakeOrt:
-        fake = FakeOrt(list(available), set(starts), set(raises))
-        monkeypatch.setattr(device_module, "ort", fake)
-        monkeypatch.setattr(classifier_module, "ort", fake)
-        return fake
-
-    return install
 
 
 @pytest.fixture
@@ -289,3 +217,58 @@ def test_coreml_missing_from_the_build_says_where_it_ships(fake_ort, task1_artif
         Classifier(task1_artifacts, device="coreml").predict(images)
     (message,) = _warnings(caplog)
     assert "no CoreML provider" in message and "macOS" in message
+
+
+# --- TensorRT fp16, validated like export's fp16 graphs ---------------------------------------------
+
+def _rounded(logits: np.ndarray) -> np.ndarray:
+    """What fp16 kernels do, roughly: float16 rounding of the logits."""
+    return logits.astype(np.float16).astype(np.float32)
+
+
+def _wrong_half(logits: np.ndarray) -> np.ndarray:
+    """An fp16 mode gone bad: the top class moves on every other image."""
+    out = logits.copy()
+    out[::2] = np.roll(out[::2], 1, axis=1)
+    return out
+
+
+def test_compare_top1_fields_match_the_manifest():
+    from runtime.validation import compare_top1
+
+    labels = np.array([0, 1, 2, 3])
+    fp32 = np.eye(4, dtype=np.float32)[[0, 1, 2, 0]]
+    reduced = np.eye(4, dtype=np.float32)[[0, 1, 1, 0]]
+    check = compare_top1(fp32, reduced, labels, split="val", max_drop=0.2, validated_on=TENSORRT)
+    assert (check.fp32_top1, check.top1, check.agreement, check.max_abs_logit_diff) == (0.75, 0.5, 0.75, 1.0)
+    assert check.change == -0.25 and not check.passed
+    assert check.to_dict("trt_fp16") == {
+        "split": "val", "images": 4, "fp32_top1": 0.75, "trt_fp16_top1": 0.5, "change": -0.25, "max_drop": 0.2,
+        "top1_agreement_with_fp32": 0.75, "max_abs_logit_diff": 1.0, "validated_on": TENSORRT}
+
+
+def test_tensorrt_fp16_passes_validation_against_fp32_on_the_cpu(fake_ort, task1_artifacts, tmp_path,
+                                                                  synthetic_dataset):
+    from runtime.validation import validate_precision
+
+    fake_ort(fp16=_rounded)
+    test = synthetic_dataset.splits["test"]
+    half = Classifier(task1_artifacts, device="tensorrt", trt_cache_dir=tmp_path, trt_fp16=True)
+    checks = validate_precision(half, Classifier(task1_artifacts, device="cpu"), test.images, test.labels,
+                                configs=["RGB", "R"], split="synthetic test")
+    assert list(checks) == ["RGB", "R"]
+    for check in checks.values():
+        assert check.validated_on == TENSORRT and check.images == len(test.labels)
+        assert 0 < check.max_abs_logit_diff < 0.05 and check.agreement > 0.95 and check.passed
+
+
+def test_tensorrt_fp16_that_loses_accuracy_is_refused(fake_ort, task1_artifacts, tmp_path, synthetic_dataset):
+    from runtime.validation import PrecisionDropError, validate_precision
+
+    fake_ort(fp16=_wrong_half)
+    test = synthetic_dataset.splits["test"]
+    half = Classifier(task1_artifacts, device="tensorrt", trt_cache_dir=tmp_path, trt_fp16=True)
+    with pytest.raises(PrecisionDropError, match=r"^RGB: TensorRT fp16 loses .* top-1 on synthetic test") as info:
+        validate_precision(half, Classifier(task1_artifacts, device="cpu"), test.images, test.labels,
+                           split="synthetic test")
+    assert info.value.config == "RGB" and info.value.check.change < -0.02
