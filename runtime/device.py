@@ -35,8 +35,6 @@ DEVICE_PROVIDERS: dict[str, tuple[str, ...]] = {
 DEVICES = tuple(DEVICE_PROVIDERS)
 #: Providers that cannot start without the NVIDIA driver.
 NVIDIA_PROVIDERS = frozenset({CUDA, TENSORRT})
-#: Short names for messages.
-PROVIDER_NAMES = {CUDA: "CUDA", CPU: "CPU", TENSORRT: "TensorRT", COREML: "CoreML"}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import logging
 import numpy as np
 import pytest
 
-from fake_ort import EVERYTHING
 from runtime import Classifier, DeviceUnavailableError
 from runtime import device as device_module
 from runtime.device import COREML, CPU, CUDA, TENSORRT, ProviderPlan, plan_providers
