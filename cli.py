@@ -27,6 +27,16 @@ class Device(str, Enum):
 DEFAULT_TASK1_EPOCHS = 10
 
 
+class RuntimeDevice(str, Enum):
+    """``Classifier(device=...)``: TensorRT and CoreML only when asked for."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    tensorrt = "tensorrt"
+    coreml = "coreml"
+
+
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
@@ -172,14 +182,23 @@ def export_graphs(
 # --- runtime commands: predict, evaluate, bench, doctor (torch only where stated) ---------------
 
 DEFAULT_ARTIFACTS = Path("artifacts/task1/onnx")
+# Shared by predict, evaluate and bench.
+DEVICE_OPTION = typer.Option(RuntimeDevice.auto, help="auto (CUDA, else CPU), cuda, tensorrt (TensorRT, then CUDA, "
+                                                      "then CPU), coreml (CoreML, then CPU) or cpu.")
+TRT_FP16_OPTION = typer.Option(False, "--trt-fp16", help="With --device tensorrt: let TensorRT use float16 kernels "
+                                                         "(check its top-1 with `evaluate --trt-fp16`).")
+TRT_CACHE_OPTION = typer.Option(None, "--trt-cache-dir", help="With --device tensorrt: engine cache folder (default "
+                                                              "$ANYCHANNEL_TRT_CACHE or ~/.cache/anychannel/tensorrt).")
 
 
-def _classifier(artifacts: Path, device: Device, precision: str = "fp32", preload: bool = False):
+def _classifier(artifacts: Path, device: RuntimeDevice, precision: str = "fp32", preload: bool = False,
+                trt_fp16: bool = False, trt_cache_dir: Optional[Path] = None):
     from runtime import AnyChannelError, Classifier
 
     try:
-        return Classifier(artifacts, device=device.value, preload=preload, precision=precision)
-    except AnyChannelError as exc:
+        return Classifier(artifacts, device=device.value, preload=preload, precision=precision,
+                          trt_fp16=trt_fp16, trt_cache_dir=trt_cache_dir)
+    except (AnyChannelError, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -196,8 +215,10 @@ def predict(
     channels: Optional[str] = typer.Option(None, help="What the images hold, e.g. RG: their R and G planes are "
                                                       "used. Default: RGB."),
     top_k: int = typer.Option(5, min=1, help="Classes to list per image."),
-    device: Device = typer.Option(Device.auto),
+    device: RuntimeDevice = DEVICE_OPTION,
     precision: str = typer.Option("fp32", help="fp32, or a variant exported with --int8 / --fp16."),
+    trt_fp16: bool = TRT_FP16_OPTION,
+    trt_cache_dir: Optional[Path] = TRT_CACHE_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Classify image files with the graph for --channels (all images in one batch)."""
@@ -205,7 +226,7 @@ def predict(
 
     from runtime import AnyChannelError
 
-    clf = _classifier(artifacts, device, precision)
+    clf = _classifier(artifacts, device, precision, trt_fp16=trt_fp16, trt_cache_dir=trt_cache_dir)
     try:
         batch, config = clf.preprocess([str(p) for p in images], channels)
         results = clf.top_k(clf.run(batch, config), top_k)
@@ -226,34 +247,58 @@ def evaluate(
                                                   "embedded synthetic set."),
     channels: str = typer.Option("all", help="'all' (every exported graph) or a list such as RGB,R."),
     batch_size: int = typer.Option(256, min=1),
-    device: Device = typer.Option(Device.auto),
+    device: RuntimeDevice = DEVICE_OPTION,
     precision: str = typer.Option("fp32", help="fp32, or a variant exported with --int8 / --fp16."),
+    trt_fp16: bool = typer.Option(False, "--trt-fp16", help="With --device tensorrt: TensorRT's fp16 mode, "
+                                                            "validated against the fp32 graphs on the CPU: exits "
+                                                            "with an error if top-1 drops more than --max-drop."),
+    max_drop: float = typer.Option(0.02, "--max-drop", help="For --trt-fp16: largest accepted top-1 loss "
+                                                            "(0.02 = 2 points)."),
+    trt_cache_dir: Optional[Path] = TRT_CACHE_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Top-1 accuracy of the ONNX graphs on the test split, per channel configuration."""
     import numpy as np
 
     from runtime import AnyChannelError, parse_channel_list
+    from runtime.validation import validate_precision
     from train.data import DatasetError, load_dataset
 
-    clf = _classifier(artifacts, device, precision)
+    clf = _classifier(artifacts, device, precision, trt_fp16=trt_fp16, trt_cache_dir=trt_cache_dir)
     try:
         configs = clf.configs if channels.strip().lower() == "all" else parse_channel_list(channels)
         dataset = load_dataset(data, clf.artifacts.image_size)
         test = dataset.splits["test"]
-        rows = []
-        for config in configs:
-            predicted = np.concatenate([clf.predict_logits(test.images[i:i + batch_size], config).argmax(1)
-                                        for i in range(0, len(test), batch_size)])
-            rows.append({"channels": config.name, "images": len(test),
-                         "accuracy": float((predicted == test.labels).mean())})
+        if trt_fp16:  # validated like export's fp16 graphs: top-1 against fp32 on the CPU, same images
+            checks = validate_precision(clf, _classifier(artifacts, RuntimeDevice.cpu), test.images, test.labels,
+                                        configs=configs, split=f"{dataset.name} test", max_drop=max_drop,
+                                        batch_size=batch_size)
+            rows = [{"channels": name, "images": len(test), "accuracy": c.top1,
+                     "fp32": c.to_dict("trt_fp16")} for name, c in checks.items()]
+        else:
+            rows = []
+            for config in configs:
+                predicted = np.concatenate([clf.predict_logits(test.images[i:i + batch_size], config).argmax(1)
+                                            for i in range(0, len(test), batch_size)])
+                rows.append({"channels": config.name, "images": len(test),
+                             "accuracy": float((predicted == test.labels).mean())})
     except (AnyChannelError, DatasetError) as exc:
         _fail(str(exc))
     if json_out:
         _echo_json({"artifacts": str(artifacts), "data": dataset.name, "split": "test",
-                    "providers": clf.providers, "results": rows})
+                    "providers": clf.providers, "trt_fp16": trt_fp16, "results": rows})
         return
-    typer.echo(f"{dataset.name} test split, {len(test)} images, graphs in {artifacts} ({', '.join(clf.providers)})")
+    typer.echo(f"{dataset.name} test split, {len(test)} images, graphs in {artifacts} ({', '.join(clf.providers)}"
+               f"{', TensorRT fp16' if trt_fp16 else ''})")
+    if trt_fp16:
+        typer.echo("| channels | top-1 accuracy | fp32 (CPU) | change | top-1 agreement | max logit diff |\n"
+                   "|---|---|---|---|---|---|")
+        for row in rows:
+            c = row["fp32"]
+            typer.echo(f"| {row['channels']} | {100 * row['accuracy']:.2f}% | {100 * c['fp32_top1']:.2f}% | "
+                       f"{100 * c['change']:+.2f} pt | {c['top1_agreement_with_fp32']:.4f} | "
+                       f"{c['max_abs_logit_diff']:.2e} |")
+        return
     typer.echo("| channels | top-1 accuracy |\n|---|---|")
     for row in rows:
         typer.echo(f"| {row['channels']} | {100 * row['accuracy']:.2f}% |")
@@ -293,8 +338,10 @@ def bench(
     warmup: int = typer.Option(5, min=0, help="Untimed calls before timing."),
     checkpoint: Optional[Path] = typer.Option(None, help="PyTorch checkpoint for the eager comparison "
                                                          "(default <artifacts>/../<model>/best.pt)."),
-    device: Device = typer.Option(Device.auto),
+    device: RuntimeDevice = DEVICE_OPTION,
     precision: str = typer.Option("fp32", help="fp32, or a variant exported with --int8 / --fp16."),
+    trt_fp16: bool = TRT_FP16_OPTION,
+    trt_cache_dir: Optional[Path] = TRT_CACHE_OPTION,
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Latency (first call, p50/p90/p99) and throughput of one graph, beside PyTorch eager."""
@@ -304,7 +351,7 @@ def bench(
 
     from runtime import AnyChannelError, ChannelConfig
     from runtime.bench import latency
-    from runtime.device import available_cores
+    from runtime.device import TENSORRT, available_cores
 
     try:
         sizes = sorted({int(b) for b in batch_sizes.split(",") if b.strip()})
@@ -315,7 +362,10 @@ def bench(
     try:
         config = ChannelConfig.parse(channels)
         start = time.perf_counter()
-        clf = _classifier(artifacts, device, precision)
+        clf = _classifier(artifacts, device, precision, trt_fp16=trt_fp16, trt_cache_dir=trt_cache_dir)
+        # Whether TensorRT finds a built engine: the first inference then loads it instead of building it.
+        engine_cache = clf.engine_cache(config)
+        engine_cached = engine_cache is not None and any(engine_cache.glob("*.engine"))
         image = np.random.default_rng(0).integers(0, 256, (clf.artifacts.image_size,) * 2 + (3,), dtype=np.uint8)
         clf.predict_logits(image, config)
         first_ms = 1e3 * (time.perf_counter() - start)
@@ -339,15 +389,22 @@ def bench(
             row["torch_eager"] = best
             row["max_abs_logit_diff"] = float(np.abs(eager(x, best["threads"]) - clf.run(x, config)).max())
         rows.append(row)
+    tensorrt = None
+    if engine_cache is not None and TENSORRT in clf.providers:
+        tensorrt = {"fp16": trt_fp16, "engine_cache": str(engine_cache), "engine_was_cached": engine_cached,
+                    "max_batch": clf.trt_max_batch}
     report = {"artifacts": str(artifacts), "channels": config.name, "precision": precision,
-              "image_size": spec.image_size,
+              "image_size": spec.image_size, "device": device.value, "provider": clf.providers[0],
               "providers": clf.providers, "threads": threads, "first_inference_ms": first_ms,
-              "torch_eager": eager_note, "results": rows}
+              "tensorrt": tensorrt, "torch_eager": eager_note, "results": rows}
     if json_out:
         _echo_json(report)
         return
-    typer.echo(f"{config.name} graph from {artifacts}, {spec.image_size} px, providers {', '.join(clf.providers)}, "
-               f"{threads} cores")
+    typer.echo(f"{config.name} graph from {artifacts}, {spec.image_size} px, device {device.value}: ran on "
+               f"{clf.providers[0]} (providers {', '.join(clf.providers)}), {threads} cores")
+    if tensorrt is not None:
+        typer.echo(f"TensorRT engine cache {engine_cache} ({'engine found: loaded' if engine_cached else 'empty: engine built'}"
+                   f" in the first inference), fp16 {'on' if trt_fp16 else 'off'}")
     typer.echo(f"first inference (load, verify, create session, run 1 image): {first_ms:.1f} ms")
     typer.echo(f"PyTorch eager: {eager_note} (best of {eager_threads} threads)")
     typer.echo("| runtime | batch | threads | p50 ms | p90 ms | p99 ms | images/s |\n|---|---|---|---|---|---|---|")
@@ -362,12 +419,42 @@ def bench(
                        f"{row['max_abs_logit_diff']:.2e}")
 
 
+def _providers_that_ran(artifacts: Path) -> dict:
+    """Per device value: the providers a session on the first graph actually runs on (or the error)."""
+    import logging
+
+    from runtime import AnyChannelError, Classifier
+    from runtime.device import DEVICES
+
+    # Trying every device is the point here: their fallback warnings would only repeat the report.
+    logger = logging.getLogger("anychannel.runtime")
+    level, ran = logger.level, {}
+    logger.setLevel(logging.ERROR)
+    try:
+        for device in DEVICES:
+            try:
+                ran[device] = Classifier(artifacts, device=device).providers
+            except AnyChannelError as exc:
+                ran[device] = f"error: {exc}"
+    finally:
+        logger.setLevel(level)
+    return ran
+
+
 @app.command()
-def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
-    """Check the onnxruntime install: packages, providers, CUDA/cuDNN libraries, torch's CUDA."""
+def doctor(
+    artifacts: Optional[Path] = typer.Option(None, help="Also create a session on this folder's first graph with "
+                                                        "each --device value and report the provider that ran "
+                                                        "(TensorRT may build an engine: slow once)."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Check the onnxruntime install: which package for this platform, providers, CUDA/cuDNN/TensorRT
+    libraries, torch's CUDA."""
     from runtime.device import diagnose, problems
 
     report = diagnose()
+    if artifacts is not None:
+        report["sessions"] = _providers_that_ran(artifacts)
     try:
         import torch
 
@@ -382,8 +469,16 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON inste
     ort_info = report["onnxruntime"]
     typer.echo(f"onnxruntime {ort_info['version']} (built for CUDA {ort_info['built_for_cuda'] or '-'}); "
                f"installed: {', '.join(f'{n} {v}' for n, v in ort_info['distributions'])}")
+    install = report["install"]
+    typer.echo(f"platform {install['platform']}{' (Jetson)' if install['jetson'] else ''}: `pip install .` brings "
+               f"{install['expected']}; installed: {', '.join(install['installed']) or 'none found'}: {install['case']}")
     typer.echo(f"available providers: {', '.join(report['available_providers'])}; "
                f"cores available: {report['available_cores']}")
+    for device, plan in report["devices"].items():
+        ran = report.get("sessions", {}).get(device)
+        ran_text = "" if ran is None else f"; ran on: {ran if isinstance(ran, str) else ', '.join(ran)}"
+        typer.echo(f"  --device {device:<8} requests {', '.join(plan['providers'])}"
+                   f"{' (wants ' + plan['wanted'] + ')' if plan['wanted'] else ''}{ran_text}")
     if "preload_dlls" in report:
         typer.echo(f"onnxruntime.preload_dlls(): {report['preload_dlls']}")
     for name, lib in report["libraries"].items():
@@ -392,6 +487,11 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print JSON inste
         typer.echo(f"  {lib['component']:<12} {name:<20} {state}")
     lib = report["cuda_provider_library"]
     typer.echo(f"  CUDA provider library: {'loads' if lib['error'] is None else 'FAILS: ' + lib['error']}")
+    if trt := report.get("tensorrt"):
+        typer.echo(f"  TensorRT     {trt['library']:<20} {'loads' if trt['error'] is None else 'MISSING: ' + trt['error']}")
+        typer.echo(f"  TensorRT provider library: "
+                   f"{'loads' if trt['provider_library_error'] is None else 'FAILS: ' + trt['provider_library_error']}"
+                   f"; engine cache {trt['engine_cache']}")
     torch_info = report["torch"]
     typer.echo("torch: not installed" if torch_info is None else
                f"torch {torch_info['version']}, CUDA {torch_info['cuda'] or 'none (CPU build)'}, "

@@ -21,6 +21,7 @@ from runtime.channels import ChannelConfig
 from runtime.contract import sha256_file
 from runtime.device import CUDA, plan_providers, with_provider_options
 from runtime.preprocess import uint8_batch_to_input
+from runtime.validation import DEFAULT_MAX_DROP, compare_top1
 
 from .atomic import staged, write_synced
 from .checks import STANDARD_DOMAINS, check_graph
@@ -29,8 +30,6 @@ from .images import REAL_IMAGES_DIR
 from .metadata import ModelInfo, graph_metadata, set_metadata
 from .parity import cpu_session, run_session
 
-#: Largest accepted loss of validation top-1 (absolute, 0.02 = 2 points) from a variant.
-DEFAULT_MAX_DROP = 0.02
 CALIBRATION_IMAGES = 256
 BATCH = 64
 
@@ -161,20 +160,16 @@ def export_variant(precision: str, fp32_path: "str | os.PathLike[str]", config: 
         fp32_top1, fp32_logits = (fp32_result if fp32_result is not None
                                   else top1_accuracy(fp32_path, validation, config))
         session = SESSIONS[precision](tmp)
-        top1, logits = top1_accuracy(tmp, validation, config, session)
-        change = top1 - fp32_top1
-        if change < -max_drop:
-            raise ExportValidationError(config.name, f"{precision} graph loses {-change:.1%} top-1 on "
-                                                     f"{validation.source} ({fp32_top1:.1%} -> {top1:.1%}), "
+        _, logits = top1_accuracy(tmp, validation, config, session)
+        check = compare_top1(fp32_logits, logits, validation.labels, split=validation.source, max_drop=max_drop,
+                             validated_on=session.get_providers()[0])
+        if not check.passed:
+            raise ExportValidationError(config.name, f"{precision} graph loses {-check.change:.1%} top-1 on "
+                                                     f"{validation.source} ({fp32_top1:.1%} -> {check.top1:.1%}), "
                                                      f"more than {max_drop:.1%}")
         entry = {
             "file": path.name, "sha256": sha256_file(tmp), "size": tmp.stat().st_size, "precision": precision,
-            **details,
-            "accuracy": {"split": validation.source, "images": len(validation.images), "fp32_top1": fp32_top1,
-                         f"{precision}_top1": top1, "change": change, "max_drop": max_drop,
-                         "top1_agreement_with_fp32": float(np.mean(fp32_logits.argmax(1) == logits.argmax(1))),
-                         "max_abs_logit_diff": float(np.abs(fp32_logits - logits).max()),
-                         "validated_on": session.get_providers()[0]},
+            **details, "accuracy": check.to_dict(precision),
         }
         if precision == "int8":
             entry["quantization"]["calibration_source"] = calibration.source

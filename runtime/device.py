@@ -1,4 +1,4 @@
-"""Execution providers: which to ask onnxruntime for, and why CUDA is not in use when it is not.
+"""Execution providers: which to ask onnxruntime for, and why the one asked for is not in use when it is not.
 
 Also the checks behind ``python cli.py doctor``. Stdlib and onnxruntime only: torch is
 consulted only when the app has already imported it.
@@ -9,7 +9,9 @@ import contextlib
 import ctypes
 import io
 import os
+import platform
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,43 +19,134 @@ import onnxruntime as ort
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-DEVICES = ("auto", "cuda", "cpu")
+TENSORRT = "TensorrtExecutionProvider"
+COREML = "CoreMLExecutionProvider"
+
+#: ``device=`` value -> providers to ask for, preferred first. TensorRT falls back to CUDA, then
+#: the CPU. TensorRT and CoreML are opt-in: a first-run engine build and different numerics should
+#: not surprise ``auto``, which stays CUDA then CPU.
+DEVICE_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "auto": (CUDA, CPU),
+    "cuda": (CUDA, CPU),
+    "tensorrt": (TENSORRT, CUDA, CPU),
+    "coreml": (COREML, CPU),
+    "cpu": (CPU,),
+}
+DEVICES = tuple(DEVICE_PROVIDERS)
+#: Providers that cannot start without the NVIDIA driver.
+NVIDIA_PROVIDERS = frozenset({CUDA, TENSORRT})
 
 
 @dataclass(frozen=True)
 class ProviderPlan:
-    """The providers to request, and whether CUDA was wanted (so its absence must be reported)."""
+    """The providers to request, and the one that must end up in use (``None``: nothing to report).
+
+    ``wanted`` stays set when its provider was left out of ``providers`` (no driver, or it already
+    failed in this process), so that the fallback is still reported, or refused by ``strict_device``.
+    """
 
     providers: list[str]
-    wants_cuda: bool
+    wanted: str | None
+
+    @property
+    def accelerated(self) -> bool:
+        """Whether anything besides the CPU is requested (an attempt that can fail)."""
+        return any(p != CPU for p in self.providers)
 
 
 #: The NVIDIA driver's user-space library: without it no CUDA provider can start.
 DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
 
+# --- one warning per process ------------------------------------------------------------------
+# A provider that failed to start in this process fails again (its libraries do not appear
+# mid-run): it is reported once, and later sessions, of any Classifier, skip it.
+_failed: dict[str, str] = {}
+_failed_lock = threading.Lock()
+
+
+def record_failure(provider: str, message: str) -> bool:
+    """Remember that ``provider`` was wanted but not in use; True only the first time in this process."""
+    with _failed_lock:
+        if provider in _failed:
+            return False
+        _failed[provider] = message
+        return True
+
+
+def failed_providers() -> frozenset[str]:
+    """Providers that failed earlier in this process (see :func:`record_failure`)."""
+    with _failed_lock:
+        return frozenset(_failed)
+
+
+def earlier_failure(provider: str) -> str | None:
+    """The message recorded when ``provider`` failed earlier in this process, if it did."""
+    with _failed_lock:
+        return _failed.get(provider)
+
+
+def reset_failures() -> None:
+    """Forget earlier failures: the next session tries every provider again and may warn again."""
+    with _failed_lock:
+        _failed.clear()
+
 
 def plan_providers(device: str) -> ProviderPlan:
-    """``auto``: CUDA when this onnxruntime build has it, else CPU; ``cuda``: CUDA (with CPU fallback); ``cpu``.
+    """The providers for ``device`` (see :data:`DEVICE_PROVIDERS`), keeping those this build has.
 
-    Where the NVIDIA driver does not load (a machine without a GPU), CUDA is not even tried:
-    the attempt costs a cold start about 40 ms and cannot succeed. It still counts as wanted,
-    so the fallback is reported.
+    ``auto`` wants CUDA only when this onnxruntime build has it (else the CPU, silently); the
+    other devices always want their first provider. Where the NVIDIA driver does not load (a
+    machine without a GPU), CUDA and TensorRT are not even tried: the attempt costs a cold start
+    about 40 ms and cannot succeed. Providers that already failed in this process are skipped.
     """
-    if device not in DEVICES:
+    if device not in DEVICE_PROVIDERS:
         raise ValueError(f"device={device!r}; expected one of {', '.join(DEVICES)}")
-    if device == "cpu":
-        return ProviderPlan([CPU], wants_cuda=False)
-    cuda_build = CUDA in ort.get_available_providers()
-    if device == "auto" and not cuda_build:
-        return ProviderPlan([CPU], wants_cuda=False)
-    usable = cuda_build and try_load(DRIVER_LIBRARY) is None
-    return ProviderPlan([CUDA, CPU] if usable else [CPU], wants_cuda=True)
+    chain = DEVICE_PROVIDERS[device]
+    available = ort.get_available_providers()
+    wanted = chain[0] if chain[0] != CPU else None
+    if device == "auto" and wanted not in available:
+        return ProviderPlan([CPU], wanted=None)
+    skip = failed_providers()
+    if any(p in NVIDIA_PROVIDERS and p in available for p in chain) and try_load(DRIVER_LIBRARY) is not None:
+        skip |= NVIDIA_PROVIDERS
+    return ProviderPlan([p for p in chain if p == CPU or (p in available and p not in skip)], wanted)
 
 
-def with_provider_options(providers: list[str]) -> list:
-    """``providers`` as onnxruntime takes them, CUDA with TF32 off: results match the CPU and
-    PyTorch's fp32 evaluation, not a 10-bit mantissa."""
-    return [(p, {"use_tf32": "0"}) if p == CUDA else p for p in providers]
+#: Where TensorRT engines are cached unless ``trt_cache_dir`` says otherwise.
+TRT_CACHE_ENV = "ANYCHANNEL_TRT_CACHE"
+
+
+def default_trt_cache_dir() -> Path:
+    """``$ANYCHANNEL_TRT_CACHE``, else ``$XDG_CACHE_HOME/anychannel/tensorrt`` (``~/.cache/...``)."""
+    if os.environ.get(TRT_CACHE_ENV):
+        return Path(os.environ[TRT_CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "anychannel" / "tensorrt"
+
+
+def tensorrt_options(cache_dir: "str | os.PathLike[str]", input_name: str, input_chw: tuple[int, int, int],
+                     max_batch: int, fp16: bool = False) -> dict[str, str]:
+    """TensorRT provider options: an engine (and timing) cache in ``cache_dir``, so the engine build
+    is paid on the first run only, and one optimisation profile for batches 1..``max_batch``, so
+    that a new batch size does not rebuild the engine; it is tuned for batch 1, what an edge camera
+    sends. ``fp16`` lets TensorRT pick float16 kernels."""
+    shape = "x".join(str(d) for d in input_chw)
+    return {
+        "trt_engine_cache_enable": "1", "trt_engine_cache_path": os.fspath(cache_dir),
+        "trt_timing_cache_enable": "1", "trt_timing_cache_path": os.fspath(cache_dir),
+        "trt_fp16_enable": "1" if fp16 else "0",
+        "trt_profile_min_shapes": f"{input_name}:1x{shape}",
+        "trt_profile_opt_shapes": f"{input_name}:1x{shape}",
+        "trt_profile_max_shapes": f"{input_name}:{max_batch}x{shape}",
+    }
+
+
+def with_provider_options(providers: list[str], tensorrt: dict[str, str] | None = None) -> list:
+    """``providers`` as onnxruntime takes them: CUDA with TF32 off (results match the CPU and
+    PyTorch's fp32 evaluation, not a 10-bit mantissa), TensorRT with ``tensorrt`` (see
+    :func:`tensorrt_options`)."""
+    options = {CUDA: {"use_tf32": "0"}, TENSORRT: tensorrt or {}}
+    return [(p, options[p]) if options.get(p) else p for p in providers]
 
 
 def available_cores() -> int:
@@ -86,11 +179,15 @@ def onnxruntime_distributions() -> list[tuple[str, str]]:
     return sorted(found.items())
 
 
-def provider_library() -> Path:
-    """onnxruntime's CUDA provider library (Linux/Windows name)."""
+#: onnxruntime's provider libraries (in ``onnxruntime/capi``), by provider.
+PROVIDER_LIBRARIES = {CUDA: "cuda", TENSORRT: "tensorrt"}
+
+
+def provider_library(provider: str = CUDA) -> Path:
+    """onnxruntime's shared library for ``provider`` (CUDA or TensorRT; Linux/Windows name)."""
     capi = Path(ort.__file__).parent / "capi"
-    name = "onnxruntime_providers_cuda.dll" if sys.platform == "win32" else "libonnxruntime_providers_cuda.so"
-    return capi / name
+    stem = f"onnxruntime_providers_{PROVIDER_LIBRARIES[provider]}"
+    return capi / (f"{stem}.dll" if sys.platform == "win32" else f"lib{stem}.so")
 
 
 def try_load(library: "str | os.PathLike[str]") -> str | None:
@@ -144,6 +241,100 @@ def cuda_unavailable_message(active: list[str]) -> str:
     return " ".join(lines)
 
 
+#: TensorRT's core library (TensorRT 10), which onnxruntime's TensorRT provider links.
+TENSORRT_LIBRARY = "nvinfer_10.dll" if sys.platform == "win32" else "libnvinfer.so.10"
+
+
+def tensorrt_unavailable_message(active: list[str]) -> str:
+    """Why TensorRT is probably not in use, and what to do."""
+    lines = [f"TensorRT was requested but onnxruntime runs on {', '.join(active)}."]
+    if TENSORRT not in ort.get_available_providers():
+        lines.append("This onnxruntime build has no TensorRT provider: onnxruntime-gpu on x86-64 Linux and "
+                     "Windows has it, and so has NVIDIA's onnxruntime build for Jetson.")
+    elif driver := try_load(DRIVER_LIBRARY):
+        lines.append(f"The NVIDIA driver does not load ({driver}): this machine has no GPU.")
+    elif reason := try_load(TENSORRT_LIBRARY):
+        lines.append(f"TensorRT's library does not load ({reason}): install TensorRT 10 (pip install tensorrt-cu12 "
+                     "or the system packages) and put its libraries on the library path.")
+    elif provider_library(TENSORRT).exists() and (reason := try_load(provider_library(TENSORRT))):
+        lines.append(f"The TensorRT provider library does not load: {reason}.")
+    if CUDA not in active:
+        lines.append("CUDA, its fallback, is not in use either.")
+    lines.append("Run `python cli.py doctor` for a full report; device='cuda' or 'auto' does not use TensorRT.")
+    return " ".join(lines)
+
+
+def coreml_unavailable_message(active: list[str]) -> str:
+    """Why CoreML is probably not in use, and what to do."""
+    lines = [f"CoreML was requested but onnxruntime runs on {', '.join(active)}."]
+    if COREML not in ort.get_available_providers():
+        lines.append("This onnxruntime build has no CoreML provider: it ships in the onnxruntime wheels for macOS "
+                     f"(this is {sys.platform} {platform.machine()}).")
+    lines.append("CoreML may also decline a graph whose operators it does not support; device='cpu' runs it anyway.")
+    return " ".join(lines)
+
+
+#: Wanted provider -> the message that explains its absence (the warning, and DeviceUnavailableError).
+UNAVAILABLE_MESSAGES = {CUDA: cuda_unavailable_message, TENSORRT: tensorrt_unavailable_message,
+                        COREML: coreml_unavailable_message}
+
+
+def unavailable_message(wanted: str, active: list[str], errors: list[str] | tuple[str, ...] = ()) -> str:
+    """Why ``wanted`` is not among the ``active`` providers; ``errors`` are session-creation errors seen."""
+    message = UNAVAILABLE_MESSAGES[wanted](active)
+    if errors:
+        message += " Session creation failed with: " + "; ".join(e.strip().splitlines()[0] for e in errors if e.strip())
+    return message
+
+
+# --- which onnxruntime package belongs here ------------------------------------------------------
+
+#: (sys.platform, machine) where onnxruntime publishes CUDA wheels. pyproject.toml's environment
+#: markers choose onnxruntime-gpu there and the CPU onnxruntime elsewhere; a test keeps them in step.
+CUDA_WHEEL_PLATFORMS = frozenset({("linux", "x86_64"), ("win32", "amd64")})
+
+
+def expected_onnxruntime(platform_name: str | None = None, machine: str | None = None) -> str:
+    """The onnxruntime package ``pip install .`` brings on this platform (or the one given)."""
+    key = (platform_name or sys.platform, (machine or platform.machine()).lower())
+    return "onnxruntime-gpu" if key in CUDA_WHEEL_PLATFORMS else "onnxruntime"
+
+
+def is_jetson() -> bool:
+    """An NVIDIA Jetson (L4T): NVIDIA's own onnxruntime build belongs there, not PyPI's."""
+    if Path("/etc/nv_tegra_release").exists():
+        return True
+    try:
+        return "jetson" in Path("/proc/device-tree/model").read_text(errors="ignore").lower()
+    except OSError:
+        return False
+
+
+#: (package ``pip install .`` would choose, package installed) -> which case this is.
+INSTALL_CASES: dict[tuple[str, str], str] = {
+    ("onnxruntime-gpu", "onnxruntime-gpu"): "CUDA wheels exist for this platform: onnxruntime-gpu, which runs "
+                                            "on its CPU provider where there is no GPU",
+    ("onnxruntime", "onnxruntime"): "no CUDA wheels for this platform: the CPU onnxruntime (with CoreML on macOS)",
+    ("onnxruntime", "onnxruntime-gpu"): "a vendor GPU build where PyPI has none (NVIDIA's Jetson build, say): keep "
+                                        "it, and install the runtime with --no-deps",
+    ("onnxruntime-gpu", "onnxruntime"): "the CPU onnxruntime where onnxruntime-gpu is the default: CPU only",
+}
+
+
+def install_case(distributions: list[tuple[str, str]], expected: str | None = None) -> dict:
+    """Which install this is: the expected package, the installed one(s), and what that means."""
+    expected = expected or expected_onnxruntime()
+    names = [n for n, _ in distributions]
+    if len(names) > 1:
+        case = "several onnxruntime packages: one shadows the other"
+    elif not names:
+        case = "onnxruntime imports but no package metadata was found (a source build?)"
+    else:
+        case = INSTALL_CASES.get((expected, names[0]), f"{names[0]}: an onnxruntime build this project does not know")
+    return {"platform": f"{sys.platform} {platform.machine()}", "jetson": is_jetson(), "expected": expected,
+            "installed": names, "case": case}
+
+
 # --- doctor ------------------------------------------------------------------------------------
 
 def cuda_library_names() -> dict[str, list[str]]:
@@ -168,6 +359,10 @@ def diagnose(preload: bool = True) -> dict:
     }
     dists = report["onnxruntime"]["distributions"]
     report["duplicate_installs"] = [n for n, _ in dists] if len(dists) > 1 else []
+    report["install"] = install_case(dists)
+    # What each device= value would ask for here (sessions are not created: no graph at hand).
+    report["devices"] = {device: {"providers": plan.providers, "wanted": plan.wanted}
+                         for device, plan in ((d, plan_providers(d)) for d in DEVICES)}
     # Which libraries load as the process starts, then which load after onnxruntime.preload_dlls()
     # (it finds them in the nvidia-* pip packages): the difference tells the app to call it.
     names = {name: component for component, group in cuda_library_names().items() for name in group}
@@ -188,18 +383,30 @@ def diagnose(preload: bool = True) -> dict:
     lib = provider_library()
     report["cuda_provider_library"] = {"path": str(lib), "exists": lib.exists(),
                                        "error": try_load(lib) if lib.exists() else "missing"}
+    if TENSORRT in report["available_providers"]:
+        trt = provider_library(TENSORRT)
+        report["tensorrt"] = {"library": TENSORRT_LIBRARY, "error": try_load(TENSORRT_LIBRARY),
+                              "provider_library_error": try_load(trt) if trt.exists() else "missing",
+                              "engine_cache": str(default_trt_cache_dir())}
     return report
 
 
 def problems(report: dict, torch_cuda: str | None = None) -> list[str]:
     """What is wrong in a :func:`diagnose` report, each with its fix; ``torch_cuda`` is ``torch.version.cuda``."""
     found = []
+    install = report.get("install") or install_case(report["onnxruntime"]["distributions"])
+    keep = install["expected"]
     if report["duplicate_installs"]:
         found.append(f"several onnxruntime packages are installed ({', '.join(report['duplicate_installs'])}); "
-                     "keep only onnxruntime-gpu: pip uninstall -y onnxruntime onnxruntime-gpu && "
-                     "pip install onnxruntime-gpu")
+                     f"keep only {keep}: pip uninstall -y onnxruntime onnxruntime-gpu && pip install {keep}"
+                     + (" (on a Jetson: NVIDIA's onnxruntime-gpu build instead)" if install["jetson"] else ""))
     if CUDA not in report["available_providers"]:
-        found.append("this onnxruntime has no CUDA provider: install onnxruntime-gpu")
+        if install["jetson"]:
+            found.append("a Jetson without NVIDIA's onnxruntime build: install it (with CUDA and TensorRT), "
+                         "then the runtime with pip install --no-deps . plus numpy and pillow")
+        elif keep == "onnxruntime-gpu":
+            found.append("this onnxruntime has no CUDA provider: install onnxruntime-gpu")
+        return found + _torch_problem(torch_cuda)  # CPU build where it is the default: nothing CUDA to check
     elif report["libraries"].get("libcuda.so.1", {}).get("error"):
         found.append("no NVIDIA driver (libcuda.so.1 does not load): this machine has no GPU, or its driver is not "
                      "installed or not mounted into the container; sessions fall back to CPU")
@@ -209,7 +416,11 @@ def problems(report: dict, torch_cuda: str | None = None) -> list[str]:
     if any(lib["loads"] == "after preload_dlls" for lib in report["libraries"].values()):
         found.append("some CUDA libraries load only after onnxruntime.preload_dlls(): call it before creating "
                      "a Classifier (or put them on LD_LIBRARY_PATH)")
+    return found + _torch_problem(torch_cuda)
+
+
+def _torch_problem(torch_cuda: str | None) -> list[str]:
     if torch_cuda and ort_cuda_major() and torch_cuda.split(".")[0] != ort_cuda_major():
-        found.append(f"torch uses CUDA {torch_cuda} but onnxruntime-gpu is built for CUDA {ort_cuda_major()}: "
-                     "in one process their libraries conflict")
-    return found
+        return [f"torch uses CUDA {torch_cuda} but onnxruntime-gpu is built for CUDA {ort_cuda_major()}: "
+                "in one process their libraries conflict"]
+    return []

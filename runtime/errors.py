@@ -34,4 +34,5 @@ class ConfigurationNotExportedError(ArtifactError, KeyError):
 
 
 class DeviceUnavailableError(AnyChannelError, RuntimeError):
-    """CUDA was required (``strict_device=True``) but the session runs elsewhere."""
+    """The device's provider (CUDA, TensorRT, CoreML) was required (``strict_device=True``) but the
+    session runs elsewhere, or TensorRT's engine cache folder cannot be created."""

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prove the runtime works with the base install alone (numpy, pillow, onnxruntime-gpu; no torch):
+# Prove the runtime works with the base install alone (numpy, pillow, the platform's one onnxruntime
+# package: onnxruntime-gpu on x86-64 Linux and Windows, onnxruntime elsewhere; no torch):
 # build .venv-runtime with `pip install .`, then predict with every graph in ARTIFACTS.
 #
 #   bash scripts/runtime_venv_check.sh ARTIFACTS_DIR      (DEVICE=cpu|auto|cuda, default auto)
@@ -56,7 +57,9 @@ assert "torch" not in sys.modules, "the runtime imported torch"
 assert importlib.util.find_spec("torch") is None, "torch is installed in the runtime venv"
 assert not importlib.util.find_spec("onnxruntime") is None
 installed = sorted(d.metadata["Name"].lower() for d in md.distributions())
-assert "onnxruntime" not in installed, "the CPU onnxruntime package is installed beside onnxruntime-gpu"
+from runtime.device import expected_onnxruntime
+onnxruntimes = [n for n in installed if n in ("onnxruntime", "onnxruntime-gpu")]
+assert onnxruntimes == [expected_onnxruntime()], f"expected only {expected_onnxruntime()}, found {onnxruntimes}"
 print(f"ok: {len(clf.configs)} configurations on {', '.join(clf.providers)}; runtime from {os.path.dirname(sys.modules['runtime'].__file__)}")
 print("installed:", ", ".join(installed))
 PY

@@ -52,3 +52,33 @@ def task1_artifacts(task1_run):
     from export import export_task
 
     return export_task("task1", "all", checkpoint=task1_run / "adaptive" / "best.pt", out=task1_run / "onnx").out_dir
+
+
+@pytest.fixture(autouse=True)
+def fresh_provider_failures():
+    """Each test starts as a new process does: no provider has failed yet, so its one warning can come."""
+    from runtime.device import reset_failures
+
+    reset_failures()
+    yield
+    reset_failures()
+
+
+@pytest.fixture
+def fake_ort(monkeypatch):
+    """Install a fake onnxruntime (``tests/fake_ort.py``) on a GPU machine (the NVIDIA driver loads).
+
+    Returns ``install(available=..., starts=..., raises=..., fp16=...) -> FakeOrt``.
+    """
+    from fake_ort import EVERYTHING, FakeOrt
+    from runtime import classifier, device
+
+    monkeypatch.setattr(device, "try_load", lambda lib: None)
+
+    def install(available=EVERYTHING, starts=frozenset(EVERYTHING), raises=frozenset(), fp16=None) -> FakeOrt:
+        fake = FakeOrt(list(available), set(starts), set(raises), fp16)
+        monkeypatch.setattr(device, "ort", fake)
+        monkeypatch.setattr(classifier, "ort", fake)
+        return fake
+
+    return install

@@ -198,3 +198,101 @@ def test_readme_example_runs_as_written(task1_artifacts, tmp_path):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 4 and all(re.match(r"\S+: 0\.\d{3}$", line) for line in lines[:3])
+
+
+# --- one warning per process, and which provider ran ------------------------------------------------
+
+CUDA_WARNING = "CUDA was requested but onnxruntime runs on"
+
+
+def _cuda_works(artifacts) -> bool:
+    import onnxruntime
+
+    from runtime import device
+
+    works = ("CUDAExecutionProvider" in onnxruntime.get_available_providers()
+             and "CUDAExecutionProvider" in Classifier(artifacts, device="auto", ort_log_severity=None).providers)
+    device.reset_failures()
+    return works
+
+
+@pytest.mark.parametrize("command", ["bench", "evaluate", "predict"])
+def test_each_command_warns_once_without_a_gpu(task1_artifacts, image_files, tmp_path, command):
+    """A real process on the default device: the CUDA warning comes once, whatever the command loads."""
+    if _cuda_works(task1_artifacts):
+        pytest.skip("CUDA works here: nothing to warn about")
+    args = {"bench": ["bench", "--batch-sizes", "1,2", "--runs", "2", "--warmup", "0", "--channels", "R"],
+            "evaluate": ["evaluate", "--channels", "RGB,GB,B"],
+            "predict": ["predict", *map(str, image_files), "--channels", "RG"]}[command]
+    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args, "--artifacts", str(task1_artifacts)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (out.stdout + out.stderr).count(CUDA_WARNING) == 1, out.stderr
+    assert "EP Error" not in out.stdout + out.stderr
+
+
+def test_bench_warns_once_when_cuda_fails_at_session_creation(run_cli, task1_artifacts, fake_ort, caplog):
+    """The GPU machine whose CUDA provider raises (no device, say): onnxruntime would print its own
+    block per session; the runtime retries on the CPU quietly and warns once."""
+    import logging
+
+    fake_ort(raises={"CUDAExecutionProvider"})
+    with caplog.at_level(logging.WARNING, logger="anychannel.runtime"):
+        result = run_cli("bench", "--artifacts", task1_artifacts, "--batch-sizes", "1,2", "--runs", 2,
+                         "--warmup", 0, "--json")
+    assert result.exit_code == 0, result.output
+    assert [r.name for r in caplog.records] == ["anychannel.runtime"]
+    assert "EP Error" not in result.output
+    assert json.loads(result.output[result.output.index("{"):])["provider"] == "CPUExecutionProvider"
+
+
+def test_bench_says_which_provider_ran_and_whether_the_engine_was_cached(run_cli, task1_artifacts, fake_ort,
+                                                                         tmp_path):
+    fake_ort()
+    args = ("bench", "--artifacts", task1_artifacts, "--device", "tensorrt", "--trt-cache-dir", tmp_path / "trt",
+            "--batch-sizes", 1, "--runs", 2, "--warmup", 0, "--checkpoint", tmp_path / "none.pt", "--json")
+    first = json.loads(run_cli(*args).output)
+    assert first["provider"] == "TensorrtExecutionProvider" and first["device"] == "tensorrt"
+    cache = Path(first["tensorrt"]["engine_cache"])
+    assert first["tensorrt"]["engine_was_cached"] is False and cache.parent == tmp_path / "trt"
+    (cache / "TensorrtExecutionProvider_main_graph_0_0_sm90.engine").write_bytes(b"")  # what a build leaves
+    assert json.loads(run_cli(*args).output)["tensorrt"]["engine_was_cached"] is True
+    text = run_cli(*args[:-1]).output
+    assert "ran on TensorrtExecutionProvider" in text and "engine found: loaded" in text
+
+
+def test_doctor_reports_the_install_case_and_the_provider_that_ran(run_cli, task1_artifacts, fake_ort):
+    fake_ort(starts={"CUDAExecutionProvider"})
+    result = run_cli("doctor", "--artifacts", task1_artifacts, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["install"]["expected"] in ("onnxruntime", "onnxruntime-gpu") and report["install"]["case"]
+    assert report["devices"]["tensorrt"] == {"providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                                           "CPUExecutionProvider"],
+                                             "wanted": "TensorrtExecutionProvider"}
+    # TensorRT does not start in this fake: its session ran on CUDA, its fallback.
+    assert report["sessions"]["tensorrt"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert report["sessions"]["cpu"] == ["CPUExecutionProvider"]
+    text = run_cli("doctor", "--artifacts", task1_artifacts).output
+    assert "`pip install .` brings" in text and "--device tensorrt" in text and "ran on: CUDAExecutionProvider" in text
+
+
+def test_evaluate_validates_tensorrt_fp16_against_fp32(run_cli, task1_artifacts, fake_ort, tmp_path):
+    from test_providers import _rounded, _wrong_half
+
+    fake_ort(fp16=_rounded)
+    args = ("evaluate", "--artifacts", task1_artifacts, "--channels", "RGB,R", "--device", "tensorrt",
+            "--trt-fp16", "--trt-cache-dir", tmp_path)
+    result = run_cli(*args, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["results"]
+    assert [r["channels"] for r in rows] == ["RGB", "R"]
+    for row in rows:
+        check = row["fp32"]
+        assert check["validated_on"] == "TensorrtExecutionProvider" and check["trt_fp16_top1"] == row["accuracy"]
+        assert abs(check["change"]) <= 0.02 and check["top1_agreement_with_fp32"] > 0.95
+    assert "| RGB |" in run_cli(*args).output
+    fake_ort(fp16=_wrong_half)
+    refused = run_cli(*args)
+    assert refused.exit_code == 2 and "TensorRT fp16 loses" in refused.output
+    assert run_cli("evaluate", "--artifacts", task1_artifacts, "--trt-fp16").exit_code == 2  # needs tensorrt

@@ -186,13 +186,17 @@ def test_cuda_fallback_logs_one_warning_with_causes(task1_artifacts, images, cap
         pytest.skip("this onnxruntime build has no CUDA provider")
     if _cuda_really_works(task1_artifacts):
         pytest.skip("CUDA works here: nothing falls back")
+    device_module.reset_failures()  # the probe above warned: start again as a fresh process
     capfd.readouterr()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="anychannel.runtime"):
         clf = Classifier(task1_artifacts, device="auto")
         for config in ALL_CONFIGS:
             clf.predict(images, channels=config)
-    assert clf.providers == [CPU]
+        # A second Classifier in the same process does not warn again, and skips CUDA.
+        other = Classifier(task1_artifacts, device="cuda")
+        other.predict(images)
+    assert clf.providers == other.providers == [CPU]
     warnings = [r for r in caplog.records if r.name == "anychannel.runtime"]
     assert len(warnings) == 1
     text = warnings[0].getMessage()
@@ -236,7 +240,7 @@ def test_cuda_is_not_tried_without_a_driver(monkeypatch):
     monkeypatch.setattr(device_module.ort, "get_available_providers", lambda: [CUDA, CPU])
     monkeypatch.setattr(device_module, "try_load", lambda lib: "libcuda.so.1: cannot open shared object file")
     for device in ("auto", "cuda"):
-        assert device_module.plan_providers(device) == device_module.ProviderPlan([CPU], wants_cuda=True)
+        assert device_module.plan_providers(device) == device_module.ProviderPlan([CPU], wanted=CUDA)
     assert "The NVIDIA driver does not load (libcuda.so.1" in device_module.cuda_unavailable_message([CPU])
     monkeypatch.setattr(device_module, "try_load", lambda lib: None)
     assert device_module.plan_providers("auto").providers == [CUDA, CPU]
@@ -251,5 +255,5 @@ def test_onnxruntime_distributions_are_read_from_dist_info(tmp_path, monkeypatch
 
 
 def test_invalid_device():
-    with pytest.raises(ValueError, match="auto, cuda, cpu"):
+    with pytest.raises(ValueError, match="auto, cuda, tensorrt, coreml, cpu"):
         device_module.plan_providers("gpu")

@@ -1,0 +1,94 @@
+"""Top-1 validation of reduced precision against fp32, one rule for every reduced target.
+
+Reduced-precision logits cannot match fp32 to 1e-4, so a reduced target is judged by accuracy:
+its top-1 on labelled images may fall at most ``max_drop`` below the fp32 graph's. Export's int8
+and fp16 variants (``export.precision``) and TensorRT's fp16 mode (``Classifier(device="tensorrt",
+trt_fp16=True)``, checked by ``cli.py evaluate --trt-fp16``) record the same fields.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from .channels import ChannelConfig
+from .errors import AnyChannelError
+
+if TYPE_CHECKING:
+    from .classifier import Classifier
+
+#: Largest accepted loss of top-1 (absolute: 0.02 = 2 points).
+DEFAULT_MAX_DROP = 0.02
+
+
+@dataclass(frozen=True)
+class Top1Check:
+    """A reduced target's top-1 against the fp32 graph's on the same labelled images."""
+
+    split: str
+    images: int
+    fp32_top1: float
+    top1: float
+    max_drop: float
+    agreement: float
+    max_abs_logit_diff: float
+    validated_on: str
+
+    @property
+    def change(self) -> float:
+        return self.top1 - self.fp32_top1
+
+    @property
+    def passed(self) -> bool:
+        return self.change >= -self.max_drop
+
+    def to_dict(self, precision: str) -> dict:
+        """The manifest's ``accuracy`` fields, with ``<precision>_top1`` for the reduced target."""
+        return {"split": self.split, "images": self.images, "fp32_top1": self.fp32_top1,
+                f"{precision}_top1": self.top1, "change": self.change, "max_drop": self.max_drop,
+                "top1_agreement_with_fp32": self.agreement, "max_abs_logit_diff": self.max_abs_logit_diff,
+                "validated_on": self.validated_on}
+
+
+def compare_top1(fp32_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray, *, split: str,
+                 max_drop: float = DEFAULT_MAX_DROP, validated_on: str) -> Top1Check:
+    """Top-1 of both logit sets against ``labels``, their agreement and largest difference."""
+    labels = np.asarray(labels)
+    return Top1Check(split=split, images=len(labels), fp32_top1=float(np.mean(fp32_logits.argmax(1) == labels)),
+                     top1=float(np.mean(logits.argmax(1) == labels)), max_drop=max_drop,
+                     agreement=float(np.mean(fp32_logits.argmax(1) == logits.argmax(1))),
+                     max_abs_logit_diff=float(np.abs(fp32_logits - logits).max()), validated_on=validated_on)
+
+
+class PrecisionDropError(AnyChannelError, ValueError):
+    """A reduced-precision target loses more top-1 than allowed (``check`` has the figures)."""
+
+    def __init__(self, config: str, what: str, check: Top1Check) -> None:
+        self.config, self.check = config, check
+        super().__init__(f"{config}: {what} loses {-check.change:.1%} top-1 on {check.split} "
+                         f"({check.fp32_top1:.1%} -> {check.top1:.1%}), more than {check.max_drop:.1%}")
+
+
+def _logits(clf: "Classifier", images: np.ndarray, config: ChannelConfig, batch_size: int) -> np.ndarray:
+    return np.concatenate([clf.predict_logits(images[i:i + batch_size], config)
+                           for i in range(0, len(images), batch_size)])
+
+
+def validate_precision(candidate: "Classifier", reference: "Classifier", images: np.ndarray, labels: np.ndarray,
+                       *, configs: Iterable["str | ChannelConfig"] | None = None, split: str = "",
+                       max_drop: float = DEFAULT_MAX_DROP, batch_size: int = 256,
+                       what: str = "TensorRT fp16") -> dict[str, Top1Check]:
+    """Check ``candidate`` (e.g. TensorRT fp16) against ``reference`` (fp32, e.g. ``device="cpu"``)
+    on labelled ``N x H x W x 3`` uint8 images, per configuration, as export checks its variants.
+
+    Raises :class:`PrecisionDropError` at the first configuration whose top-1 drops more than ``max_drop``.
+    """
+    results = {}
+    for config in (candidate.configs if configs is None else [ChannelConfig.parse(c) for c in configs]):
+        check = compare_top1(_logits(reference, images, config, batch_size), _logits(candidate, images, config, batch_size),
+                             labels, split=split, max_drop=max_drop, validated_on=candidate.providers[0])
+        if not check.passed:
+            raise PrecisionDropError(config.name, what, check)
+        results[config.name] = check
+    return results

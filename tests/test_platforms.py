@@ -1,0 +1,104 @@
+"""Dependencies by platform: exactly one onnxruntime package everywhere, and the right one.
+
+pyproject.toml's environment markers are evaluated with the ``packaging`` library, as pip does,
+for the platforms an edge runtime meets; ``runtime.device`` must agree (doctor relies on it).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+from runtime import device
+
+ROOT = Path(__file__).resolve().parent.parent
+ONNXRUNTIMES = {"onnxruntime", "onnxruntime-gpu"}
+
+#: name -> (PEP 508 environment, the onnxruntime package it must get). Python's own values:
+#: sys.platform and platform.machine() on each.
+PLATFORMS = {
+    "x86-64 Linux": ({"sys_platform": "linux", "platform_machine": "x86_64", "platform_system": "Linux",
+                      "os_name": "posix"}, "onnxruntime-gpu"),
+    "aarch64 Linux (Raspberry Pi, Jetson)": ({"sys_platform": "linux", "platform_machine": "aarch64",
+                                              "platform_system": "Linux", "os_name": "posix"}, "onnxruntime"),
+    "macOS arm64": ({"sys_platform": "darwin", "platform_machine": "arm64", "platform_system": "Darwin",
+                     "os_name": "posix"}, "onnxruntime"),
+    "Windows x86-64": ({"sys_platform": "win32", "platform_machine": "AMD64", "platform_system": "Windows",
+                        "os_name": "nt"}, "onnxruntime-gpu"),
+    # Not promised by the issue, but each must still get exactly one package.
+    "macOS x86-64": ({"sys_platform": "darwin", "platform_machine": "x86_64", "platform_system": "Darwin",
+                      "os_name": "posix"}, "onnxruntime"),
+    "Windows ARM64": ({"sys_platform": "win32", "platform_machine": "ARM64", "platform_system": "Windows",
+                       "os_name": "nt"}, "onnxruntime"),
+    "armv7 Linux": ({"sys_platform": "linux", "platform_machine": "armv7l", "platform_system": "Linux",
+                     "os_name": "posix"}, "onnxruntime"),
+}
+
+
+def _project() -> dict:
+    text = (ROOT / "pyproject.toml").read_text()
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads(text)["project"]
+
+
+def _installed(requirements: list[str], environment: dict[str, str], extra: str = "") -> list[str]:
+    """The onnxruntime packages ``requirements`` bring in ``environment`` (with ``extra`` requested)."""
+    found = []
+    for line in requirements:
+        req = Requirement(line)
+        if req.name in ONNXRUNTIMES and (req.marker is None or req.marker.evaluate({**environment, "extra": extra})):
+            found.append(req.name)
+    return found
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_base_install_brings_exactly_the_right_onnxruntime(name):
+    environment, expected = PLATFORMS[name]
+    assert _installed(_project()["dependencies"], environment) == [expected]
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_no_extra_adds_a_second_onnxruntime(name):
+    project, (environment, expected) = _project(), PLATFORMS[name]
+    for extra, requirements in project["optional-dependencies"].items():
+        assert _installed(project["dependencies"] + requirements, environment, extra) == [expected], extra
+
+
+@pytest.mark.parametrize("name", PLATFORMS)
+def test_runtime_agrees_with_the_markers(name):
+    """doctor's expected package comes from runtime.device, which must match what pip installs."""
+    environment, expected = PLATFORMS[name]
+    assert device.expected_onnxruntime(environment["sys_platform"], environment["platform_machine"]) == expected
+
+
+@pytest.mark.parametrize("installed, expected, case", [
+    ([("onnxruntime-gpu", "1.31.1")], "onnxruntime-gpu", "its CPU provider"),
+    ([("onnxruntime", "1.31.1")], "onnxruntime", "no CUDA wheels for this platform"),
+    ([("onnxruntime-gpu", "1.23.0")], "onnxruntime", "Jetson"),
+    ([("onnxruntime", "1.31.1")], "onnxruntime-gpu", "CPU only"),
+    ([("onnxruntime", "1.31.1"), ("onnxruntime-gpu", "1.31.1")], "onnxruntime-gpu", "several"),
+])
+def test_install_cases(installed, expected, case):
+    report = device.install_case(installed, expected)
+    assert case in report["case"] and report["expected"] == expected
+    assert report["installed"] == [n for n, _ in installed]
+
+
+def test_doctor_problems_follow_the_platform(monkeypatch):
+    """A CPU onnxruntime is a problem where onnxruntime-gpu belongs, and expected elsewhere."""
+    report = {"duplicate_installs": [], "available_providers": [device.CPU], "libraries": {},
+              "onnxruntime": {"distributions": [("onnxruntime", "1.31.1")]}}
+    monkeypatch.setattr(device, "is_jetson", lambda: False)
+
+    def found(expected: str) -> list[str]:
+        return device.problems({**report, "install": device.install_case([("onnxruntime", "1.31.1")], expected)})
+
+    assert any("install onnxruntime-gpu" in p for p in found("onnxruntime-gpu"))
+    assert found("onnxruntime") == []
+    monkeypatch.setattr(device, "is_jetson", lambda: True)
+    assert any("NVIDIA's onnxruntime build" in p and "--no-deps" in p for p in found("onnxruntime"))
