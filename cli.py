@@ -24,7 +24,7 @@ class Device(str, Enum):
 
 
 #: Epochs for task 1 when --epochs is not given.
-DEFAULT_TASK1_EPOCHS = 10
+DEFAULT_TASK1_EPOCHS = 6
 
 
 class RuntimeDevice(str, Enum):
@@ -54,7 +54,7 @@ def _split_models(text: str, known: tuple[str, ...]) -> list[str]:
 def train(
     task: Task = typer.Argument(..., help="task1: any-channel model vs baselines; task2: shallow vs ResNet34."),
     data: Optional[str] = typer.Option(None, help="Dataset folder (file lists or ImageFolder); default: embedded synthetic set."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs per model (default: 10 for task1, 12 for task2)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs per model (default: 6 for task1, 12 for task2)."),
     image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default 32)."),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(2e-3, help="Peak learning rate of the one-cycle schedule."),

@@ -15,7 +15,18 @@ sys.path.insert(0, str(ROOT))
 
 SHARED_DATA = ROOT.parent / "shared" / "data" / "tiny-imagenet-50"
 #: A small, fast variant of our model for tests.
-TINY_ADAPTIVE = {"stem_width": 8, "widths": (8, 16, 16, 32)}
+TINY_ADAPTIVE = {"stem_width": 8, "widths": (8, 16, 32)}
+
+
+def first_body_norm(model):
+    """The first per-configuration batch norm of an adaptive model's body."""
+    from train.models.layers import ConfigBatchNorm2d
+
+    return next(m for m in model.body.modules() if isinstance(m, ConfigBatchNorm2d))
+
+
+def first_body_conv(model):
+    return next(m for m in model.body.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +48,7 @@ def task1_run(tmp_path_factory, synthetic_dataset):
     spec = RunSpec("adaptive", "adaptive", dict(TINY_ADAPTIVE))
     torch.manual_seed(0)
     model = create_model("adaptive", num_classes=synthetic_dataset.num_classes, **TINY_ADAPTIVE)
-    fit(model, spec, synthetic_dataset, out / "adaptive", TrainConfig(epochs=2, batch_size=64), "task1",
+    fit(model, spec, synthetic_dataset, out / "adaptive", TrainConfig(epochs=2, batch_size=126), "task1",
         log=lambda _: None)
     return out
 

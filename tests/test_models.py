@@ -6,7 +6,7 @@ from train.models import create_model, list_models
 from train.models.layers import (ChannelAdaptiveStem, DynamicConv2d, dynamic_conv_aggregated, dynamic_conv_sum,
                                  dynamic_conv_stacked_input, dynamic_conv_unfold)
 
-from conftest import TINY_ADAPTIVE
+from conftest import TINY_ADAPTIVE, first_body_norm
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (1, 0)])
@@ -57,7 +57,7 @@ def test_body_batch_norm_is_per_configuration_and_resolved():
     torch.manual_seed(0)
     model = create_model("adaptive", num_classes=4, **TINY_ADAPTIVE).train()
     model(torch.randn(8, 1, 16, 16), ChannelConfig("R"))
-    first = model.body.blocks[0].bn1
+    first = first_body_norm(model)
     assert isinstance(first, ConfigBatchNorm2d)
     r, rgb = first.select(ChannelConfig("R")), first.select(ChannelConfig("RGB"))
     assert r.num_batches_tracked == 1 and rgb.num_batches_tracked == 0  # only R's statistics moved

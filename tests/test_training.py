@@ -9,7 +9,7 @@ from train.data import SplitTensors
 from train.engine import RunSpec, TrainConfig, evaluate, fit, sample_config
 from train.models import create_model
 
-from conftest import TINY_ADAPTIVE
+from conftest import TINY_ADAPTIVE, first_body_conv, first_body_norm
 
 
 def test_tiny_run_beats_chance_on_every_configuration(task1_run, synthetic_dataset):
@@ -49,7 +49,7 @@ def small_dataset(synthetic_dataset):
     s = synthetic_dataset.splits
     cut = lambda sp, n: Split(sp.images[:n], sp.labels[:n])  # noqa: E731
     return Dataset("tiny", synthetic_dataset.class_names, 16,
-                   {"train": cut(s["train"], 512), "val": cut(s["val"], 128), "test": cut(s["test"], 128)}, "fp")
+                   {"train": cut(s["train"], 256), "val": cut(s["val"], 128), "test": cut(s["test"], 128)}, "fp")
 
 
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path, small_dataset):
@@ -59,7 +59,9 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, small_dataset):
 
     def interrupt_in_epoch_two(logits, y, x, config):
         calls["n"] += 1
-        if calls["n"] == 6:  # 4 steps per epoch: this is inside epoch 2
+        # The default strategy trains all 7 configurations per step on groups of 128 // 7 = 18
+        # images: 15 steps, 105 loss calls per epoch; this is inside epoch 2.
+        if calls["n"] == 7 * 15 + 10:
             raise KeyboardInterrupt
         return torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
 
@@ -102,13 +104,13 @@ def test_precise_batch_norm_touches_only_each_configurations_own_statistics(smal
 
     torch.manual_seed(0)
     model = create_model("adaptive", num_classes=small_dataset.num_classes, **TINY_ADAPTIVE)
-    shared = model.body.blocks[0].conv1.weight.clone()
-    bn_r = model.body.blocks[0].bn1.select(ChannelConfig("R"))
-    bn_rgb = model.body.blocks[0].bn1.select(ChannelConfig("RGB"))
+    shared = first_body_conv(model).weight.clone()
+    bn_r = first_body_norm(model).select(ChannelConfig("R"))
+    bn_rgb = first_body_norm(model).select(ChannelConfig("RGB"))
     rgb_before = bn_rgb.running_mean.clone()
     split = SplitTensors(small_dataset.splits["train"])
     recalibrate_config_norms(model, split, (ChannelConfig("R"),), torch.Generator().manual_seed(0), images=256)
     assert not torch.equal(bn_r.running_mean, torch.zeros_like(bn_r.running_mean))
     assert torch.equal(bn_rgb.running_mean, rgb_before)  # other configurations untouched
-    assert torch.equal(model.body.blocks[0].conv1.weight, shared)  # no weight changes
+    assert torch.equal(first_body_conv(model).weight, shared)  # no weight changes
     assert bn_r.momentum == 0.1 and not model.training
