@@ -81,19 +81,26 @@ def train(
     from runtime.errors import AnyChannelError
     from train.data import load_dataset
     from train.engine import TrainConfig
+    from train.models.anychannel import BODIES
 
     out = out or Path("artifacts") / task.value
     try:
+        if task is Task.task1:
+            from train.task1 import Task1Options
+
+            options = Task1Options(strategy, configs_per_step, share_images, distill, body)
+            # Bad combinations (--distill without --share-images, ...) fail before any data work.
+            options.adaptive_spec().build_strategy().group_size(batch_size)
+            if body not in BODIES:
+                raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
         dataset = load_dataset(data, image_size, seed=seed,
                                progress=lambda split, n: typer.echo(f"decoded {n} {split} images"))
         typer.echo(f"dataset {dataset.name}: {dataset.num_classes} classes, "
                    + ", ".join(f"{k} {len(v)}" for k, v in dataset.splits.items())
                    + f", {dataset.image_size} px")
         if task is Task.task1:
-            from train.task1 import MODELS, Task1Options, run_task1
+            from train.task1 import MODELS, run_task1
 
-            options = Task1Options(strategy, configs_per_step, share_images, distill, body)
-            options.adaptive_spec().build_strategy()  # bad combinations fail before any data work
             cfg = TrainConfig(epochs=epochs or DEFAULT_TASK1_EPOCHS, batch_size=batch_size, lr=lr, seed=seed,
                               device=device.value)
             results = run_task1(dataset, _split_models(models or ",".join(MODELS), MODELS), out, cfg,

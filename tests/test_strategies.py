@@ -151,3 +151,18 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     assert summary["train_flops"] == pytest.approx(expected)
     rgb = summary["flops_per_image"]["RGB"]
     assert 2 * rgb["forward"] < rgb["train"] < 4 * rgb["forward"]  # backward costs about twice the forward
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--distill"], "share their images"),
+    (["--configs-per-step", "9"], "1 to 7"),
+    (["--body", "nope"], "unknown body 'nope'; choose from plain, residual"),
+    (["--batch-size", "8"], "fewer than 2 images"),
+])
+def test_train_refuses_bad_strategy_options_before_loading_data(args, message, tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
+    result = CliRunner().invoke(cli.app, ["train", "task1", "--data", str(tmp_path / "missing"), *args])
+    assert result.exit_code == 2 and message in result.output, result.output
