@@ -136,11 +136,11 @@ def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
         ]
         for c in CONFIG_NAMES:
             lines.append(f"| {c} | {spread(ours, c)} | {spread(naive, c)} | {100 * (acc(ours, c) - acc(naive, c)):+.1f} | "
-                         f"{acc(course, c) if course else float('nan'):.3f} | {PUBLISHED['naive'][c]:.3f} | "
+                         f"{f'{acc(course, c):.3f}' if course else 'not run'} | {PUBLISHED['naive'][c]:.3f} | "
                          f"{PUBLISHED['course'][c]:.3f} |")
         lines.append(f"| mean | {mean_acc(ours):.3f} | {mean_acc(naive):.3f} | "
                      f"{100 * (mean_acc(ours) - mean_acc(naive)):+.1f} | "
-                     f"{mean_acc(course) if course else float('nan'):.3f} | | |")
+                     f"{f'{mean_acc(course):.3f}' if course else 'not run'} | | |")
         lines += ["", *targets(rows), ""]
     lines += [
         "### Ablation (seed " + str(args.seeds[0]) + "): what each part contributes",
@@ -189,8 +189,9 @@ def targets(rows: dict[str, list[dict]]) -> list[str]:
         lines.append(f"- Configurations where ours > the course design: {len(beats)}/7 (target 7/7).")
     ratio = statistics.mean(e["train_flops"] for e in ours) / statistics.mean(e["train_flops"] for e in naive)
     seconds = statistics.mean(e["train_seconds"] for e in ours) / statistics.mean(e["train_seconds"] for e in naive)
-    lines.append(f"- Training compute, ours / naive: {ratio:.3f}× in FLOPs, {seconds:.2f}× in wall seconds "
-                 "(target ≤ 1.0×).")
+    lines.append(f"- Training compute, ours / naive: {ratio:.4f}× in FLOPs (target ≤ 1.0×), {seconds:.2f}× in wall "
+                 "seconds on this CPU (ours runs 7 groups of 18 images per step where a naive model runs one "
+                 "batch of 128, and small batches use these cores less well).")
     return lines
 
 

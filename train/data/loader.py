@@ -1,7 +1,7 @@
 """Batches from cached uint8 arrays: channel selection, augmentation and normalisation in torch."""
 from __future__ import annotations
 
-from typing import Callable, Iterator, Union
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -33,10 +33,6 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
-#: A fixed configuration, or one drawn per batch from the epoch's generator.
-ConfigChoice = Union[ChannelConfig, Callable[[torch.Generator], ChannelConfig]]
-
-
 class SplitTensors:
     """A split held as one ``N x 3 x H x W`` uint8 tensor, so batching is pure indexing."""
 
@@ -50,7 +46,7 @@ class SplitTensors:
     def batches(
         self,
         batch_size: int,
-        config: ConfigChoice,
+        config: ChannelConfig,
         generator: torch.Generator | None = None,
         train: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, ChannelConfig]]:
@@ -60,7 +56,6 @@ class SplitTensors:
             idx = order[start : start + batch_size]
             if train and len(idx) < 2:
                 continue  # batch norm cannot train on a single sample
-            cfg = config if isinstance(config, ChannelConfig) else config(generator)
-            planes = self.images[idx][:, list(cfg.indices)]
+            planes = self.images[idx][:, list(config.indices)]
             x = augment(planes, generator) if train else planes
-            yield normalize(x, cfg), self.labels[idx], cfg
+            yield normalize(x, config), self.labels[idx], config
