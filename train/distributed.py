@@ -134,7 +134,12 @@ def setup(device: str = "cpu") -> DistContext:
         dev = torch.device("cpu")
     if not dist.is_initialized():
         try:
+            # torchrun's agent keeps one store across restarts; a prefix per attempt keeps a
+            # restarted group from reading the dead attempt's addresses (and hanging on them).
+            store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world))
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world,
+                                    store=dist.PrefixStore(f"anychannel/attempt_{attempt}", store),
                                     device_id=dev if dev.type == "cuda" else None)
         except Exception as exc:  # torch raises several types (timeouts, store errors)
             raise DistributedError(f"rank {rank}: cannot join the process group: {exc}") from exc

@@ -210,7 +210,17 @@ def _wrap_for_ranks(model: nn.Module, spec: RunSpec, strategy: TrainingStrategy,
         step, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
         find_unused_parameters=unused,
         # Running statistics are already the global batch's on every rank (GlobalBatchNorm2d).
-        broadcast_buffers=False)
+        **_no_buffer_sync())
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    name = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else "broadcast_buffers")  # renamed in recent torch
+    return {name: False}
 
 
 def _settings_match(saved: dict[str, Any], cfg: TrainConfig) -> bool:
@@ -278,7 +288,8 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
     for epoch in range(start_epoch, cfg.epochs):
         seed = _epoch_seed(cfg.seed, epoch)
-        torch.manual_seed(seed)  # dropout
+        # Dropout: each rank its own stream (equal streams would drop the same units on every rank).
+        torch.manual_seed(seed + 7_919 * ctx.rank)
         generator = torch.Generator().manual_seed(seed)  # order, augmentation, channel sampling
         model.train()
         t0 = time.perf_counter()
