@@ -172,11 +172,27 @@ def set_single_thread_count() -> None:
 # --- batch norm over the global batch --------------------------------------------------------
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of each rank's input is the sum of all ranks' output gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """``BatchNorm2d`` whose training statistics are those of the global batch, summed over ranks.
 
     ``torch.nn.SyncBatchNorm`` does this only on GPUs; this one works with gloo on CPU too,
-    through ``torch.distributed.nn``'s differentiable all-reduce. With one process, or in
+    through a differentiable all-reduce. With one process, or in
     eval mode, it is the plain ``BatchNorm2d`` (same parameters and buffers, so the same
     state dict): a checkpoint does not know how many processes trained it.
     """
@@ -184,13 +200,11 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
         xf = x.float()
         count = torch.full((1,), x.numel() // c, dtype=torch.float32, device=x.device)
         # Sum and sum of squares in one collective; it carries gradients back to every rank.
-        stats = all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
+        stats = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
