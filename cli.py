@@ -109,7 +109,7 @@ def train(
             options.adaptive_spec().build_strategy().group_size(batch_size)
             if body not in BODIES:
                 raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
-        with ctx.main_first():  # rank 0 decodes into the cache; the others then read it
+        with ctx.node_first():  # one process per machine decodes into the cache; the others then read it
             dataset = load_dataset(data, image_size, seed=seed, show_progress=ctx.is_main)
         if ctx.is_main:
             typer.echo(f"dataset {dataset.name}: {dataset.num_classes} classes, "

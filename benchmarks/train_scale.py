@@ -41,7 +41,7 @@ def _child_throughput(args: argparse.Namespace) -> None:
     ctx = distributed.setup(args.device)
     distributed.set_single_thread_count()
     try:
-        with ctx.main_first():
+        with ctx.node_first():
             dataset = load_dataset(None, args.image_size, cache_dir=args.cache_dir, show_progress=False)
         spec = RunSpec("adaptive", "adaptive", {})
         strategy = spec.build_strategy()

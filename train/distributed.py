@@ -95,12 +95,13 @@ class DistContext:
         return box[0]
 
     @contextmanager
-    def main_first(self) -> Iterator[None]:
-        """Rank 0 runs the block first (it builds a cache), then the others (they read it)."""
-        if not self.is_main:
+    def node_first(self) -> Iterator[None]:
+        """Each machine's first process (local rank 0) runs the block first (it builds the data
+        cache on that machine's disk), then the others (they read it)."""
+        if self.local_rank != 0:
             self.barrier()
         yield
-        if self.is_main:
+        if self.local_rank == 0:
             self.barrier()
 
     def _comm_device(self) -> torch.device:

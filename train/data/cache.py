@@ -99,7 +99,7 @@ def _file_fingerprint(images_path: Path, labels: np.ndarray) -> str:
     digest = hashlib.sha256()
     with open(images_path, "rb") as fh:
         fh.seek(_npy_data_offset(images_path))
-        while chunk := fh.read(16 << 20):
+        while chunk := fh.read(4 << 20):
             digest.update(chunk)
     digest.update(np.ascontiguousarray(labels.astype(np.int64)).data)
     return digest.hexdigest()

@@ -109,19 +109,26 @@ class DiskRows:
         return out
 
 
+#: A cached split up to this size is copied whole onto a GPU (indexing and augmenting there);
+#: a larger one is read per batch.
+GPU_RESIDENT_BYTES = 2 << 30
+
+
 class SplitTensors:
     """A split's images and labels, batched as ``N x 3 x H x W`` uint8 tensors on ``device``.
 
     In-memory arrays become one tensor (moved to ``device``, so a GPU indexes and augments
-    its own copy); a memory-mapped cache array stays on disk and is read per batch into
-    pinned memory, then copied without blocking.
+    its own copy; so does a cached split of up to ``GPU_RESIDENT_BYTES`` on a GPU); a
+    memory-mapped cache array otherwise stays on disk and is read per batch (into pinned
+    memory and copied without blocking, on a GPU).
     """
 
     def __init__(self, split: Split, device: "torch.device | str" = "cpu") -> None:
         self.device = torch.device(device)
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
         self._disk: DiskRows | None = None
-        if isinstance(split.images, np.memmap):
+        on_gpu = self.device.type == "cuda" and split.images.nbytes <= GPU_RESIDENT_BYTES
+        if isinstance(split.images, np.memmap) and not on_gpu:
             try:
                 self._disk = DiskRows(split.images)
             except ValueError:
