@@ -76,15 +76,31 @@ def train(
                                       "same images (in-place distillation)."),
     body: str = typer.Option("plain", help="task1, our model's body: 'plain' (the naive CNN's stages) or "
                                            "'residual' (wider, 2.5x the FLOPs)."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this machine (runs torchrun "
+                                                       "for you; one GPU each on CUDA). --batch-size stays the "
+                                                       "global batch. See docs/training-at-scale.md."),
+    max_restarts: int = typer.Option(0, "--max-restarts", min=0, help="With --nproc: restart the processes this "
+                                                                      "often after a failure, resuming from the "
+                                                                      "last finished epoch."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bfloat16 autocast on CUDA (no effect on the CPU)."),
 ) -> None:
     """Train a task's models and write results.json, results.md and curves under --out."""
     from runtime.errors import AnyChannelError
+    from train import distributed
     from train.data import load_dataset
     from train.engine import TrainConfig
     from train.models.anychannel import BODIES
 
+    if nproc > 1 and not distributed.launched_by_torchrun():
+        # The same command, once per process, under torchrun (which also does --max-restarts).
+        argv = distributed.strip_option(distributed.strip_option(sys.argv[1:], "--nproc"), "--max-restarts")
+        raise typer.Exit(distributed.launch(nproc, [sys.argv[0], *argv], max_restarts))
     out = out or Path("artifacts") / task.value
+    ctx = distributed.DistContext()
     try:
+        ctx = distributed.setup(device.value)
+        if ctx.distributed:
+            distributed.set_single_thread_count()
         if task is Task.task1:
             from train.task1 import Task1Options
 
@@ -93,29 +109,38 @@ def train(
             options.adaptive_spec().build_strategy().group_size(batch_size)
             if body not in BODIES:
                 raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
-        dataset = load_dataset(data, image_size, seed=seed,
-                               progress=lambda split, n: typer.echo(f"decoded {n} {split} images"))
-        typer.echo(f"dataset {dataset.name}: {dataset.num_classes} classes, "
-                   + ", ".join(f"{k} {len(v)}" for k, v in dataset.splits.items())
-                   + f", {dataset.image_size} px")
+        with ctx.node_first():  # one process per machine decodes into the cache; the others then read it
+            dataset = load_dataset(data, image_size, seed=seed, show_progress=ctx.is_main)
+        if ctx.is_main:
+            typer.echo(f"dataset {dataset.name}: {dataset.num_classes} classes, "
+                       + ", ".join(f"{k} {len(v)}" for k, v in dataset.splits.items())
+                       + f", {dataset.image_size} px" + (f"; {ctx.world} processes" if ctx.distributed else ""))
         if task is Task.task1:
             from train.task1 import MODELS, run_task1
 
             cfg = TrainConfig(epochs=epochs or DEFAULT_TASK1_EPOCHS, batch_size=batch_size, lr=lr, seed=seed,
-                              device=device.value)
+                              device=device.value, amp=amp)
             results = run_task1(dataset, _split_models(models or ",".join(MODELS), MODELS), out, cfg,
-                                resume=resume, train_eval_samples=train_eval_samples, options=options)
+                                resume=resume, train_eval_samples=train_eval_samples, options=options, ctx=ctx)
         else:
             from train.task2 import MODELS, run_task2
 
-            cfg = TrainConfig(epochs=epochs or 12, batch_size=batch_size, lr=lr, seed=seed, device=device.value)
+            cfg = TrainConfig(epochs=epochs or 12, batch_size=batch_size, lr=lr, seed=seed, device=device.value,
+                              amp=amp)
             results = run_task2(dataset, _split_models(models or ",".join(MODELS), MODELS), out, cfg,
-                                resume=resume, train_eval_samples=train_eval_samples)
+                                resume=resume, train_eval_samples=train_eval_samples, ctx=ctx)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted: the last finished epoch is saved; rerun with --resume to continue", err=True)
         raise typer.Exit(code=130)
-    except (AnyChannelError, ValueError) as exc:
-        _fail(str(exc))
+    except (AnyChannelError, ValueError, RuntimeError) as exc:
+        if not ctx.distributed and not isinstance(exc, (AnyChannelError, ValueError)):
+            raise
+        # Under torchrun every rank reports; the rank says which process failed.
+        _fail(f"rank {ctx.rank}: {exc}" if ctx.distributed and not str(exc).startswith("rank ") else str(exc))
+    finally:
+        distributed.teardown()
+    if not ctx.is_main:
+        return
     typer.echo("")
     typer.echo((out / "results.md").read_text())
     typer.echo(f"reports: {out / 'results.json'}, {out / 'results.md'}, {out}/curves-*.png")

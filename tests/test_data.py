@@ -45,7 +45,7 @@ def test_filelist_layout_decodes_every_mode_to_rgb(tmp_path):
 def test_cache_is_reused_and_fingerprint_stable(tmp_path):
     _filelist_dataset(tmp_path / "d")
     a = load_dataset(tmp_path / "d", 16, cache_dir=tmp_path / "cache")
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "cache").glob("*/meta.json"))) == 1
     b = load_dataset(tmp_path / "d", 16, cache_dir=tmp_path / "cache")
     assert a.fingerprint == b.fingerprint
 

@@ -14,6 +14,7 @@ from runtime.channels import ALL_CONFIGS, ChannelConfig
 
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
 from .data import Dataset, SplitTensors
+from .distributed import DistContext, Shard, convert_batchnorms, restarted
 from .models.layers import ChannelAdaptiveStem, ConfigBatchNorm2d
 from .progress import progress_bar
 from .strategies import LossFn, TrainingStrategy, build_strategy, sample_config  # noqa: F401 (re-exported)
@@ -32,6 +33,8 @@ class TrainConfig:
     device: str = "cpu"
     #: Convolutions in NHWC layout: 1.1-1.8x faster training on this project's 2-core CPU (oneDNN), quick check.
     channels_last: bool = True
+    #: bfloat16 autocast on CUDA (ignored on the CPU): tensor cores, half the activation memory.
+    amp: bool = True
 
 
 @dataclass
@@ -60,30 +63,43 @@ def resolve_device(device: str) -> torch.device:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: SplitTensors, config: ChannelConfig, batch_size: int = 256,
-             device: torch.device = torch.device("cpu"), limit: int | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy of ``model`` on ``split`` seen through ``config``."""
+             device: torch.device = torch.device("cpu"), limit: int | None = None,
+             ctx: DistContext | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy of ``model`` on ``split`` seen through ``config``.
+
+    With several ranks (``ctx``), each evaluates every ``world``-th batch and the sums are reduced.
+    """
     model.eval()
+    rank, world = (ctx.rank, ctx.world) if ctx is not None else (0, 1)
     total_loss, correct, seen = 0.0, 0, 0
-    for x, y, cfg in split.batches(batch_size, config):
-        if limit is not None and seen >= limit:
+    for i, (x, y, cfg) in enumerate(split.batches(batch_size, config)):
+        if limit is not None and i * batch_size >= limit:
             break
-        x, y = x.to(device), y.to(device)
+        if i % world != rank:
+            continue
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x, cfg)
-        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
+    if ctx is not None:
+        total_loss, correct, seen = ctx.all_sum([total_loss, correct, seen])
     return total_loss / seen, correct / seen
 
 
 @torch.no_grad()
 def recalibrate_config_norms(model: nn.Module, split: SplitTensors, configs: tuple[ChannelConfig, ...],
                              generator: torch.Generator, images: int = 1024, batch_size: int = 256,
-                             device: torch.device = torch.device("cpu")) -> dict[str, int]:
+                             device: torch.device = torch.device("cpu"), shard: Shard | None = None
+                             ) -> dict[str, int]:
     """Recompute each configuration's own batch-norm statistics with the current weights ("precise BN").
 
     Rare configurations see few batches per epoch, so their running averages lag behind the
     weights; exact averages over ``images`` training images fix that. Shared layers are untouched.
-    Returns how many images each configuration's forward passes used.
+    Under data parallelism each rank forwards its ``shard`` of the same batches, and the
+    batch norms (``GlobalBatchNorm2d``) sum their statistics over ranks: every rank ends
+    with the averages one process would compute, not its own view.
+    Returns how many images each configuration's forward passes used (all ranks together).
     """
     norms = [m for m in model.modules() if isinstance(m, ConfigBatchNorm2d)]
     stems = [m for m in model.modules() if isinstance(m, ChannelAdaptiveStem)]
@@ -99,9 +115,9 @@ def recalibrate_config_norms(model: nn.Module, split: SplitTensors, configs: tup
             bn.momentum = None  # cumulative average
             bn.train()
         seen = 0
-        for x, _, cfg in split.batches(batch_size, config, generator, train=True):
+        for start, (x, _, cfg) in enumerate(split.batches(batch_size, config, generator, train=True, shard=shard)):
             model(x.to(device), cfg)
-            seen += len(x)
+            seen = min(len(split), (start + 1) * batch_size)  # global images, whatever this rank's share
             if seen >= images:
                 break
         for bn, momentum in zip(own, saved):
@@ -162,9 +178,58 @@ def step_flops(model: nn.Module, configs: tuple[ChannelConfig, ...], image_size:
     return out
 
 
+class StepModule(nn.Module):
+    """One optimizer step's forward passes as one module call.
+
+    A strategy forwards the model once per configuration group; DistributedDataParallel
+    expects one forward per backward, so it wraps this module, not the model.
+    """
+
+    def __init__(self, model: nn.Module, strategy: TrainingStrategy) -> None:
+        super().__init__()
+        self.model = model
+        self.strategy = strategy
+
+    def forward(self, groups: list, label_smoothing: float, loss_fn: LossFn | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        result = self.strategy.loss(self.model, groups, label_smoothing, loss_fn)
+        return result.loss, result.logits
+
+
+def _wrap_for_ranks(model: nn.Module, spec: RunSpec, strategy: TrainingStrategy, ctx: DistContext) -> nn.Module:
+    step = StepModule(model, strategy)
+    if not ctx.distributed:
+        return step
+    from torch.nn.parallel import DistributedDataParallel
+
+    # A step that skips some configurations leaves their batch norms without gradients.
+    per_config = any(isinstance(m, ConfigBatchNorm2d) for m in model.modules())
+    unused = strategy.precise_bn or (per_config and len(spec.configs) < len(ALL_CONFIGS))
+    return DistributedDataParallel(
+        step, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+        find_unused_parameters=unused,
+        # Running statistics are already the global batch's on every rank (GlobalBatchNorm2d).
+        **_no_buffer_sync())
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    name = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+            else "broadcast_buffers")  # renamed in recent torch
+    return {name: False}
+
+
+def _settings_match(saved: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether a checkpoint's recipe is ``cfg``'s; options added since it was written count as defaults."""
+    return {**asdict(TrainConfig()), **saved} == asdict(cfg)
+
+
 def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: TrainConfig, task: str,
         resume: bool = False, loss_fn: LossFn | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        log: Callable[[str], None] = print, ctx: DistContext | None = None) -> dict[str, Any]:
     """Train ``model`` and keep ``best.pt`` (best mean validation accuracy) and ``last.pt``.
 
     What one step trains comes from the run's strategy (``spec.build_strategy()``); this loop
@@ -173,17 +238,27 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
     Ctrl-C restarts the interrupted epoch and ends exactly where an uninterrupted run would.
     ``loss_fn(logits, labels, inputs, config)`` replaces cross-entropy (distillation uses it).
     The summary counts the training compute: views (image x configuration) and FLOPs.
+
+    ``ctx`` (``train.distributed.setup()``) runs this as one rank of a data-parallel job: each
+    rank trains its share of every global batch of ``cfg.batch_size``, rank 0 alone logs and
+    writes, and the others wait for it. A restart by ``torchrun --max-restarts`` resumes.
     """
-    device = resolve_device(cfg.device)
+    ctx = ctx or DistContext(device=resolve_device(cfg.device))
+    device = ctx.device
+    say = log if ctx.is_main else (lambda _: None)
+    resume = resume or restarted()
     run_dir.mkdir(parents=True, exist_ok=True)
     strategy = spec.build_strategy()
-    meta = {**checkpoint_meta(spec, dataset, task), "strategy": strategy.describe()}
-    train_split = SplitTensors(dataset.splits["train"])
-    val_split = SplitTensors(dataset.splits["val"])
+    meta = {**checkpoint_meta(spec, dataset, task), "strategy": strategy.describe(),
+            "world_size": ctx.world, "global_batch_size": cfg.batch_size}
+    train_split = SplitTensors(dataset.splits["train"], device)
+    val_split = SplitTensors(dataset.splits["val"], device)
     model.to(device)
     flops = step_flops(model, spec.configs, dataset.image_size, device)
     if cfg.channels_last:
         to_channels_last(model)
+    if ctx.distributed:
+        convert_batchnorms(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = strategy.steps_per_epoch(len(train_split), cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps,
@@ -194,7 +269,7 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
 
     if resume and last_path.exists():
         state = load_checkpoint(last_path, task)
-        if (state["train_config"] != asdict(cfg) or state["model"] != spec.model
+        if (not _settings_match(state["train_config"], cfg) or state["model"] != spec.model
                 or state.get("strategy") != strategy.describe()):
             raise CheckpointError(
                 f"{last_path} was written with different settings ({state['train_config']}, "
@@ -205,54 +280,73 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
         scheduler.load_state_dict(state["scheduler"])
         history, best_val, start_epoch = state["history"], state["best_val"], state["epoch"]
         elapsed = state["train_seconds"]
-        log(f"[{spec.run_name}] resuming after epoch {start_epoch}/{cfg.epochs}")
+        say(f"[{spec.run_name}] resuming after epoch {start_epoch}/{cfg.epochs}")
 
+    step_module = _wrap_for_ranks(model, spec, strategy, ctx)  # after loading: DDP starts from these weights
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
     for epoch in range(start_epoch, cfg.epochs):
         seed = _epoch_seed(cfg.seed, epoch)
-        torch.manual_seed(seed)  # dropout
+        # Dropout: each rank its own stream (equal streams would drop the same units on every rank).
+        torch.manual_seed(seed + 7_919 * ctx.rank)
         generator = torch.Generator().manual_seed(seed)  # order, augmentation, channel sampling
         model.train()
         t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
+        # Sums stay on the device: reading them every step would stall a GPU.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
         views: dict[str, int] = {}
-        with progress_bar(f"{spec.run_name} epoch {epoch + 1}/{cfg.epochs}", steps) as advance:
-            for groups in strategy.steps(train_split, cfg.batch_size, generator):
+        with progress_bar(f"{spec.run_name} epoch {epoch + 1}/{cfg.epochs}", steps, enabled=ctx.is_main) as advance:
+            for groups in strategy.steps(train_split, cfg.batch_size, generator, ctx.shard):
                 for g in groups:
-                    g.inputs = g.inputs.to(device).contiguous(memory_format=memory_format)
-                    g.labels = g.labels.to(device)
+                    g.inputs = g.inputs.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                    g.labels = g.labels.to(device, non_blocking=True)
                     views[g.config.name] = views.get(g.config.name, 0) + len(g.labels)
-                result = strategy.loss(model, groups, cfg.label_smoothing, loss_fn)
+                with autocast:
+                    loss, logits = step_module(groups, cfg.label_smoothing, loss_fn)
                 optimizer.zero_grad(set_to_none=True)
-                result.loss.backward()
+                loss.backward()
                 optimizer.step()
                 scheduler.step()
-                loss_sum += float(result.loss.detach()) * result.views
-                correct += sum(int((lg.argmax(1) == g.labels).sum()) for lg, g in zip(result.logits, groups))
-                seen += result.views
+                step_views = sum(len(g.labels) for g in groups)
+                loss_sum += loss.detach().double() * step_views
+                for lg, g in zip(logits, groups):
+                    correct += (lg.argmax(1) == g.labels).sum()
+                seen += step_views
                 advance()
+        names = [c.name for c in spec.configs]
+        totals = ctx.all_sum([float(loss_sum), int(correct), seen, *(views.get(n, 0) for n in names)])
+        loss_total, correct_total, seen = totals[0], int(totals[1]), int(totals[2])
+        views = {n: int(v) for n, v in zip(names, totals[3:]) if v}
         epoch_flops = sum(n * flops[name]["train"] for name, n in views.items())
         if len(spec.configs) > 1 and strategy.precise_bn:
-            recalibrated = recalibrate_config_norms(model, train_split, spec.configs, generator, device=device)
+            recalibrated = recalibrate_config_norms(model, train_split, spec.configs, generator, device=device,
+                                                    shard=ctx.shard)
             epoch_flops += sum(n * flops[name]["forward"] for name, n in recalibrated.items())
         epoch_seconds = time.perf_counter() - t0
         elapsed += epoch_seconds
-        val = [evaluate(model, val_split, c, device=device) for c in spec.configs]
+        val = [evaluate(model, val_split, c, device=device, ctx=ctx if ctx.distributed else None)
+               for c in spec.configs]
         val_loss = sum(v[0] for v in val) / len(val)
         val_acc = sum(v[1] for v in val) / len(val)
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+        history.append({"epoch": epoch + 1, "train_loss": loss_total / seen, "train_acc": correct_total / seen,
                         "val_loss": val_loss, "val_acc": val_acc, "seconds": epoch_seconds,
                         "images_per_second": seen / epoch_seconds, "views": seen, "train_flops": epoch_flops})
-        log(f"[{spec.run_name}] epoch {epoch + 1}/{cfg.epochs} train loss {loss_sum / seen:.3f} "
-            f"acc {correct / seen:.3f} | val loss {val_loss:.3f} acc {val_acc:.3f} | {seen / epoch_seconds:.0f} img/s")
-        state_dict = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-        if val_acc > best_val:
-            best_val = val_acc
-            save_atomic({**meta, "state_dict": state_dict, "epoch": epoch + 1, "val_acc": val_acc}, best_path)
-        save_atomic({**meta, "state_dict": state_dict, "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                     "best_val": best_val, "train_seconds": elapsed, "train_config": asdict(cfg)}, last_path)
+        say(f"[{spec.run_name}] epoch {epoch + 1}/{cfg.epochs} train loss {loss_total / seen:.3f} "
+            f"acc {correct_total / seen:.3f} | val loss {val_loss:.3f} acc {val_acc:.3f} | "
+            f"{seen / epoch_seconds:.0f} img/s")
+        improved = val_acc > best_val
+        best_val = max(best_val, val_acc)
+        if ctx.is_main:
+            state_dict = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+            if improved:
+                save_atomic({**meta, "state_dict": state_dict, "epoch": epoch + 1, "val_acc": val_acc}, best_path)
+            save_atomic({**meta, "state_dict": state_dict, "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
+                         "best_val": best_val, "train_seconds": elapsed, "train_config": asdict(cfg)}, last_path)
+        ctx.barrier()  # nobody reads a checkpoint, or starts the next run, before rank 0 has written it
     return {"history": history, "best_val": best_val, "train_seconds": elapsed,
             "train_flops": sum(h.get("train_flops", 0.0) for h in history),
             "views": sum(h.get("views", 0) for h in history), "strategy": strategy.describe(),
-            "flops_per_image": flops}
+            "flops_per_image": flops, "world_size": ctx.world, "global_batch_size": cfg.batch_size}

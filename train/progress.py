@@ -9,9 +9,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 @contextmanager
-def progress_bar(description: str, total: int) -> Iterator[Callable[[], None]]:
-    """Yield a callable that advances the bar by one step."""
+def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[], None]]:
+    """Yield a callable that advances the bar by one step; ``enabled=False`` (ranks other than 0) shows nothing."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True, disable=not sys.stderr.isatty()) as progress:
+                  transient=True, disable=not (enabled and sys.stderr.isatty())) as progress:
         task = progress.add_task(description, total=total)
         yield lambda: progress.advance(task)

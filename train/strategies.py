@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from runtime.channels import ALL_CONFIGS, ChannelConfig, configs_with
 
-from .data.loader import SplitTensors, augment, normalize
+from .data.loader import SplitTensors, apply_augment, augment_params, normalize
+from .distributed import Shard
 from .distill import distillation_loss
 
 #: Passed to a strategy's loss: ``(logits, labels, inputs, config) -> loss`` replaces cross-entropy.
@@ -38,11 +39,16 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, ChannelConfig], tor
 
 @dataclass
 class ConfigGroup:
-    """Part of a step: normalised ``inputs`` seen through ``config``, their ``labels``."""
+    """Part of a step: normalised ``inputs`` seen through ``config``, their ``labels``.
+
+    Under data parallelism the group is this rank's share; ``weight`` scales its mean loss
+    so that the average over ranks is the mean over the whole group (see ``Shard.weight``).
+    """
 
     inputs: torch.Tensor
     labels: torch.Tensor
     config: ChannelConfig
+    weight: float = 1.0
 
 
 @dataclass
@@ -65,9 +71,14 @@ class TrainingStrategy(Protocol):
     #: Whether fit recomputes each configuration's batch-norm statistics after each epoch (precise BN).
     precise_bn: bool
 
-    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator
+    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator, shard: Shard = Shard()
               ) -> Iterator[list[ConfigGroup]]:
-        """One epoch: each item is one optimizer step's groups, augmented and normalised."""
+        """One epoch: each item is one optimizer step's groups, augmented and normalised.
+
+        Every rank draws the whole epoch from the same generator (order, configurations,
+        augmentation) and keeps its ``shard`` of each group: the same configurations on all
+        ranks at each global step, and the global batch of one process.
+        """
 
     def steps_per_epoch(self, images: int, batch_size: int) -> int:
         """How many items :meth:`steps` yields for ``images`` training images."""
@@ -111,14 +122,26 @@ def _cross_entropy(label_smoothing: float) -> LossFn:
     return lambda logits, y, x, c: F.cross_entropy(logits, y, label_smoothing=label_smoothing)
 
 
+def _augmented(split: SplitTensors, idx: torch.Tensor, generator: torch.Generator, shard: Shard,
+               channels: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's share of ``idx``, cropped and flipped with parameters drawn for all of ``idx``."""
+    offsets, flips = augment_params(len(idx), split.image_size, generator)
+    own = shard.take(idx)
+    planes = split.take(own)
+    if channels is not None:
+        planes = planes[:, channels]
+    return apply_augment(planes, shard.take(offsets), shard.take(flips)), own
+
+
 def _group(split: SplitTensors, idx: torch.Tensor, config: ChannelConfig, generator: torch.Generator,
-           planes: torch.Tensor | None = None) -> ConfigGroup:
-    """``idx``'s images through ``config``; ``planes`` (already augmented RGB) makes groups share crops."""
-    if planes is None:
-        planes = augment(split.images[idx][:, list(config.indices)], generator)
+           shard: Shard = Shard(), shared: tuple[torch.Tensor, torch.Tensor] | None = None) -> ConfigGroup:
+    """``idx``'s images through ``config``; ``shared`` (augmented RGB planes of this rank's share
+    of ``idx``, and that share) makes groups share crops."""
+    if shared is None:
+        planes, own = _augmented(split, idx, generator, shard, list(config.indices))
     else:
-        planes = planes[:, list(config.indices)]
-    return ConfigGroup(normalize(planes, config), split.labels[idx], config)
+        planes, own = shared[0][:, list(config.indices)], shared[1]
+    return ConfigGroup(normalize(planes, config), split.take_labels(own), config, shard.weight(len(idx)))
 
 
 @dataclass
@@ -130,9 +153,10 @@ class FixedConfig:
     #: Whether fit must recompute per-configuration batch-norm statistics after each epoch.
     precise_bn: bool = False
 
-    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator) -> Iterator[list[ConfigGroup]]:
+    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator,
+              shard: Shard = Shard()) -> Iterator[list[ConfigGroup]]:
         for idx in _batches(torch.randperm(len(split), generator=generator), batch_size):
-            yield [_group(split, idx, self.config, generator)]
+            yield [_group(split, idx, self.config, generator, shard)]
 
     def steps_per_epoch(self, images: int, batch_size: int) -> int:
         return len(range(0, images, batch_size))
@@ -153,9 +177,10 @@ class SampledConfig(FixedConfig):
     name: str = "sampled"
     precise_bn: bool = True  # rare configurations' running averages lag behind the weights
 
-    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator) -> Iterator[list[ConfigGroup]]:
+    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator,
+              shard: Shard = Shard()) -> Iterator[list[ConfigGroup]]:
         for idx in _batches(torch.randperm(len(split), generator=generator), batch_size):
-            yield [_group(split, idx, sample_config(generator), generator)]
+            yield [_group(split, idx, sample_config(generator), generator, shard)]
 
     def describe(self) -> dict[str, Any]:
         return {"strategy": self.name, "sampling": "hierarchical"}
@@ -208,7 +233,8 @@ class JointConfigs:
     def steps_per_epoch(self, images: int, batch_size: int) -> int:
         return len(range(0, images, self.group_size(batch_size)))
 
-    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator) -> Iterator[list[ConfigGroup]]:
+    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator,
+              shard: Shard = Shard()) -> Iterator[list[ConfigGroup]]:
         size = self.group_size(batch_size)
         n = len(split)
         orders = [torch.randperm(n, generator=generator)
@@ -221,13 +247,13 @@ class JointConfigs:
                 if len(idx) < 2:
                     continue
                 # One crop and flip for all groups: the distillation target describes the same pixels.
-                planes = augment(split.images[idx], generator)
-                yield [_group(split, idx, c, generator, planes) for c in configs]
+                shared = _augmented(split, idx, generator, shard)
+                yield [_group(split, idx, c, generator, shard, shared) for c in configs]
             else:
                 chunks = [order[start : start + size] for order in orders]
                 if min(len(c) for c in chunks) < 2:
                     continue
-                yield [_group(split, idx, c, generator) for idx, c in zip(chunks, configs)]
+                yield [_group(split, idx, c, generator, shard) for idx, c in zip(chunks, configs)]
 
     def loss(self, model: nn.Module, groups: list[ConfigGroup], label_smoothing: float,
              loss_fn: LossFn | None = None) -> StepResult:
@@ -243,7 +269,7 @@ class JointConfigs:
             else:  # the RGB prediction of the same images, as a fixed target
                 losses.append(distillation_loss(lg, teacher.detach(), g.labels, self.distill_weight,
                                                 self.temperature, label_smoothing))
-        return StepResult(torch.stack(losses).mean(), groups, logits)
+        return StepResult(_weighted_mean(losses, groups), groups, logits)
 
     def describe(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_") and k != "configs"}
@@ -261,7 +287,14 @@ def _batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
 def _mean_loss(model: nn.Module, groups: list[ConfigGroup], criterion: LossFn) -> StepResult:
     logits = [model(g.inputs, g.config) for g in groups]
     losses = [criterion(lg, g.labels, g.inputs, g.config) for lg, g in zip(logits, groups)]
-    return StepResult(torch.stack(losses).mean(), groups, logits)
+    return StepResult(_weighted_mean(losses, groups), groups, logits)
+
+
+def _weighted_mean(losses: list[torch.Tensor], groups: list[ConfigGroup]) -> torch.Tensor:
+    """The mean over groups; each group's loss scaled by its share's weight (1 in one process)."""
+    if all(g.weight == 1.0 for g in groups):
+        return torch.stack(losses).mean()
+    return torch.stack([loss * g.weight for loss, g in zip(losses, groups)]).mean()
 
 
 STRATEGIES: dict[str, Callable[..., TrainingStrategy]] = {

@@ -12,6 +12,7 @@ from runtime.channels import ALL_CONFIGS, ChannelConfig
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import Dataset, SplitTensors
+from .distributed import DistContext
 from .engine import RunSpec, TrainConfig, evaluate, fit, resolve_device
 from .models import create_model
 from .report import count_flops, count_parameters, write_reports
@@ -53,11 +54,14 @@ def run_specs(model: str, options: Task1Options | None = None) -> list[RunSpec]:
 
 
 def final_metrics(run_dir: Path, dataset: Dataset, device: torch.device, train_eval_samples: int,
-                  task: str) -> dict[str, dict[str, float]]:
-    """Train/val/test loss and accuracy, params and FLOPs per configuration, from ``best.pt``."""
+                  task: str, ctx: DistContext | None = None) -> dict[str, dict[str, float]]:
+    """Train/val/test loss and accuracy, params and FLOPs per configuration, from ``best.pt``.
+
+    With several ranks (``ctx``) each evaluates a share of the batches and the sums are reduced.
+    """
     ckpt = load_checkpoint(run_dir / "best.pt", task)
     model = model_from_checkpoint(ckpt).to(device)
-    splits = {name: SplitTensors(dataset.splits[name]) for name in ("train", "val", "test")}
+    splits = {name: SplitTensors(dataset.splits[name], device) for name in ("train", "val", "test")}
     out: dict[str, dict[str, float]] = {}
     for name in ckpt["configs"]:
         config = next(c for c in ALL_CONFIGS if c.name == name)
@@ -65,7 +69,7 @@ def final_metrics(run_dir: Path, dataset: Dataset, device: torch.device, train_e
         for split_name, split in splits.items():
             limit = train_eval_samples if split_name == "train" else None
             row[f"{split_name}_loss"], row[f"{split_name}_acc"] = evaluate(model, split, config, device=device,
-                                                                          limit=limit)
+                                                                          limit=limit, ctx=ctx)
         resolved = model.cpu().resolve(config)
         row["params"] = count_parameters(resolved)
         row["flops"] = count_flops(resolved, config, dataset.image_size)
@@ -77,13 +81,20 @@ def final_metrics(run_dir: Path, dataset: Dataset, device: torch.device, train_e
 def run_task(task: str, dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, resume: bool,
              specs_for: Callable[[str], list[RunSpec]], train_eval_samples: int = 2500,
              log: Callable[[str], None] = print, fit_kwargs: Callable[[RunSpec], dict] | None = None,
-             ) -> dict[str, Any]:
-    """Train each model's runs, measure them from their best checkpoints and write the reports."""
-    device = resolve_device(cfg.device)
+             ctx: DistContext | None = None) -> dict[str, Any]:
+    """Train each model's runs, measure them from their best checkpoints and write the reports.
+
+    ``ctx``: this process's rank in a data-parallel job; rank 0 alone logs and writes reports.
+    """
+    ctx = ctx or DistContext(device=resolve_device(cfg.device))
+    device = ctx.device
+    if not ctx.is_main:
+        log = lambda _: None  # noqa: E731
     results: dict[str, Any] = {
         "task": task, "dataset": dataset.name, "image_size": dataset.image_size, "epochs": cfg.epochs,
         "device": str(device), "data_fingerprint": dataset.fingerprint, "train_eval_samples": train_eval_samples,
-        "train_config": cfg.__dict__, "models": {},
+        "train_config": cfg.__dict__, "world_size": ctx.world, "global_batch_size": cfg.batch_size,
+        "models": {},
     }
     histories: dict[str, dict[str, list]] = {}
     for model_name in models:
@@ -96,7 +107,8 @@ def run_task(task: str, dataset: Dataset, models: list[str], out: Path, cfg: Tra
             model = create_model(spec.model, num_classes=dataset.num_classes, **spec.model_kwargs)
             extra = fit_kwargs(spec) if fit_kwargs else {}
             t0 = time.perf_counter()
-            summary = fit(model, spec, dataset, out / spec.run_name, cfg, task, resume=resume, log=log, **extra)
+            summary = fit(model, spec, dataset, out / spec.run_name, cfg, task, resume=resume, log=log, ctx=ctx,
+                          **extra)
             log(f"[{spec.run_name}] trained in {time.perf_counter() - t0:.0f} s")
             histories[model_name][spec.run_name] = summary["history"]
             entry["train_seconds"] += summary["train_seconds"]
@@ -105,17 +117,20 @@ def run_task(task: str, dataset: Dataset, models: list[str], out: Path, cfg: Tra
             entry["runs"][spec.run_name] = {"strategy": summary["strategy"], "model_kwargs": dict(spec.model_kwargs)}
             entry["params"] += count_parameters(model)
             images_seen += summary["views"]
-            entry["configs"].update(final_metrics(out / spec.run_name, dataset, device, train_eval_samples, task))
+            entry["configs"].update(final_metrics(out / spec.run_name, dataset, device, train_eval_samples, task,
+                                                  ctx if ctx.distributed else None))
         entry["images_per_second"] = images_seen / max(entry["train_seconds"], 1e-9)
         results["models"][model_name] = entry
-    write_reports(results, histories, out)
+    if ctx.is_main:
+        write_reports(results, histories, out)
+    ctx.barrier()
     return results
 
 
 def run_task1(dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, resume: bool = False,
               train_eval_samples: int = 2500, log: Callable[[str], None] = print,
-              options: Task1Options | None = None) -> dict[str, Any]:
+              options: Task1Options | None = None, ctx: DistContext | None = None) -> dict[str, Any]:
     """Train and compare the task-1 models; reports go to ``out``."""
     options = options or Task1Options()
     return run_task(TASK, dataset, models, out, cfg, resume, lambda m: run_specs(m, options), train_eval_samples,
-                    log)
+                    log, ctx=ctx)

@@ -10,6 +10,7 @@ import torch
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import Dataset
 from .distill import distillation_loss_fn
+from .distributed import DistContext
 from .engine import RunSpec, TrainConfig, resolve_device
 from .report import write_reports
 from .task1 import run_task
@@ -44,10 +45,13 @@ def cpu_latency_ms(model: torch.nn.Module, image_size: int, runs: int = 50) -> f
 
 def run_task2(dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, resume: bool = False,
               train_eval_samples: int = 2500, log: Callable[[str], None] = print,
-              distill: bool = True) -> dict[str, Any]:
+              distill: bool = True, ctx: DistContext | None = None) -> dict[str, Any]:
     """Train ResNet34 then the shallow net (distilled from it when its checkpoint exists)."""
     models = sorted(models, key=MODELS.index)
-    device = resolve_device(cfg.device)
+    ctx = ctx or DistContext(device=resolve_device(cfg.device))
+    device = ctx.device
+    if not ctx.is_main:
+        log = lambda _: None  # noqa: E731
 
     def fit_kwargs(spec: RunSpec) -> dict[str, Any]:
         teacher_path = out / "resnet34" / "best.pt"
@@ -60,7 +64,10 @@ def run_task2(dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, 
         teacher = model_from_checkpoint(load_checkpoint(teacher_path, TASK)).to(device)
         return {"loss_fn": distillation_loss_fn(teacher, label_smoothing=cfg.label_smoothing)}
 
-    results = run_task(TASK, dataset, models, out, cfg, resume, run_specs, train_eval_samples, log, fit_kwargs)
+    results = run_task(TASK, dataset, models, out, cfg, resume, run_specs, train_eval_samples, log, fit_kwargs, ctx)
+    if not ctx.is_main:  # the rest measures CPU latency and rewrites the reports: rank 0's work
+        ctx.barrier()
+        return results
     for name in models:
         model = model_from_checkpoint(load_checkpoint(out / name / "best.pt", TASK))
         results["models"][name]["cpu_latency_ms_batch1"] = cpu_latency_ms(model, dataset.image_size)
@@ -70,4 +77,5 @@ def run_task2(dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, 
         ours, ref = (results["models"][m]["configs"]["RGB"]["test_acc"] for m in ("shallow", "resnet34"))
         results["shallow_to_resnet34_test_acc"] = ours / ref if ref else float("nan")
     write_reports(results, {}, out)  # rewrite with the latency and ratio; curves were written by run_task
+    ctx.barrier()
     return results

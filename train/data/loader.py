@@ -1,6 +1,14 @@
-"""Batches from cached uint8 arrays: channel selection, augmentation and normalisation in torch."""
+"""Batches from cached uint8 arrays: channel selection, augmentation and normalisation in torch.
+
+A split in memory is one ``N x 3 x H x W`` uint8 tensor (on the training device when that is
+a GPU), so batching is pure indexing. A split memory-mapped from the on-disk cache is read a
+batch at a time with ``pread``: the kernel's page cache keeps hot files as fast as memory,
+and the process's own memory does not grow with the number of images. Augmentation and
+normalisation run wherever the batch is, so on a GPU they run on the GPU.
+"""
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import numpy as np
@@ -13,35 +21,137 @@ from .cache import Split
 
 def normalize(x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
     """``N x C x H x W`` uint8 planes of ``config`` to normalised float, by channel identity."""
-    mean = torch.tensor(config.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(config.std, dtype=torch.float32).view(1, -1, 1, 1)
+    mean = torch.tensor(config.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(config.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return (x.float() / 255.0 - mean) / std
+
+
+def augment_params(n: int, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop offsets (``n x 2``) and flips (``n``) for :func:`apply_augment`, drawn from ``generator``.
+
+    Drawn for a whole global batch, so every rank slices the same parameters for its images.
+    """
+    pad = max(1, size // 8)
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    return offsets, flips
+
+
+def apply_augment(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Crop after reflect padding (1/8 of the side) and flip, as one gather on ``x``'s device (float out)."""
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    offsets, flips = offsets.to(x.device), flips.to(x.device)
+    ys = torch.arange(h, device=x.device).view(1, h) + offsets[:, :1] - pad
+    xs = torch.arange(w, device=x.device).view(1, w) + offsets[:, 1:] - pad
+    xs = torch.where(flips.view(n, 1), xs.flip(1), xs)
+    # Reflect padding without building the padded copy: -k -> k, (size-1)+k -> (size-1)-k.
+    ys = (h - 1) - ((h - 1) - ys.abs()).abs()
+    xs = (w - 1) - ((w - 1) - xs.abs()).abs()
+    rows = torch.arange(n, device=x.device).view(n, 1, 1)
+    out = x[rows, :, ys.view(n, h, 1), xs.view(n, 1, w)]  # N x h x w x C
+    return out.permute(0, 3, 1, 2).float()
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random crop after reflect padding (1/8 of the side) and horizontal flip, per sample."""
-    n, _, h, w = x.shape
-    pad = max(1, h // 8)
-    padded = torch.nn.functional.pad(x.float(), (pad, pad, pad, pad), mode="reflect")
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    out = torch.empty_like(x, dtype=torch.float32)
-    for i in range(n):
-        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
-        crop = padded[i, :, dy : dy + h, dx : dx + w]
-        out[i] = crop.flip(-1) if flips[i] else crop
-    return out
+    offsets, flips = augment_params(len(x), x.shape[-2], generator)
+    return apply_augment(x, offsets, flips)
+
+
+class DiskRows:
+    """Rows of a C-contiguous memory-mapped ``.npy`` array, read with ``pread`` (no mapping kept).
+
+    Reading through the mapping would leave every touched page counted in the process's
+    resident memory; ``pread`` copies only the batch, and the page cache does the rest.
+    """
+
+    def __init__(self, array: np.memmap) -> None:
+        root = array
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        if not (isinstance(root, np.memmap) and array.flags.c_contiguous and root.filename):
+            raise ValueError("DiskRows needs a C-contiguous view of a file-backed np.memmap")
+        start = array.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+        self.path = root.filename
+        self.offset = int(root.offset) + start
+        self.shape = tuple(array.shape)
+        self.row_bytes = int(np.prod(self.shape[1:])) * array.dtype.itemsize
+        self.dtype = array.dtype
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def read(self, idx: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``idx`` (in that order); consecutive indices are read in one call."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if out is None:
+            out = np.empty((len(idx), *self.shape[1:]), self.dtype)
+        flat = out.reshape(len(idx), -1).view(np.uint8)
+        order = np.argsort(idx, kind="stable")
+        s = idx[order]
+        if len(s) and (s[0] < 0 or s[-1] >= self.shape[0]):
+            raise IndexError(f"row index out of range 0..{self.shape[0] - 1}")
+        breaks = np.flatnonzero(np.diff(s) != 1) + 1
+        for a, b in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(s)]])):
+            data = os.pread(self._fd, int(b - a) * self.row_bytes, self.offset + int(s[a]) * self.row_bytes)
+            flat[order[a:b]] = np.frombuffer(data, np.uint8).reshape(int(b - a), self.row_bytes)
+        return out
+
+
+#: A cached split up to this size is copied whole onto a GPU (indexing and augmenting there);
+#: a larger one is read per batch.
+GPU_RESIDENT_BYTES = 2 << 30
 
 
 class SplitTensors:
-    """A split held as one ``N x 3 x H x W`` uint8 tensor, so batching is pure indexing."""
+    """A split's images and labels, batched as ``N x 3 x H x W`` uint8 tensors on ``device``.
 
-    def __init__(self, split: Split) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(split.images.transpose(0, 3, 1, 2)))
-        self.labels = torch.from_numpy(split.labels)
+    In-memory arrays become one tensor (moved to ``device``, so a GPU indexes and augments
+    its own copy; so does a cached split of up to ``GPU_RESIDENT_BYTES`` on a GPU); a
+    memory-mapped cache array otherwise stays on disk and is read per batch (into pinned
+    memory and copied without blocking, on a GPU).
+    """
+
+    def __init__(self, split: Split, device: "torch.device | str" = "cpu") -> None:
+        self.device = torch.device(device)
+        self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
+        self._disk: DiskRows | None = None
+        on_gpu = self.device.type == "cuda" and split.images.nbytes <= GPU_RESIDENT_BYTES
+        if isinstance(split.images, np.memmap) and not on_gpu:
+            try:
+                self._disk = DiskRows(split.images)
+            except ValueError:
+                self._disk = None
+        if self._disk is None:
+            images = torch.from_numpy(np.ascontiguousarray(np.asarray(split.images).transpose(0, 3, 1, 2)))
+            self.images = images.to(self.device)
+        self._labels_on_device = self.labels.to(self.device)
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def on_disk(self) -> bool:
+        return self._disk is not None
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        """Images ``idx`` as ``len(idx) x 3 x H x W`` uint8 on the split's device."""
+        if self._disk is None:
+            return self.images[idx.to(self.images.device)]
+        rows = torch.from_numpy(self._disk.read(idx.numpy())).permute(0, 3, 1, 2)
+        if self.device.type == "cuda":
+            return rows.pin_memory().to(self.device, non_blocking=True)
+        return rows
+
+    def take_labels(self, idx: torch.Tensor) -> torch.Tensor:
+        return self._labels_on_device[idx.to(self._labels_on_device.device)]
 
     def batches(
         self,
@@ -49,13 +159,27 @@ class SplitTensors:
         config: ChannelConfig,
         generator: torch.Generator | None = None,
         train: bool = False,
+        shard=None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, ChannelConfig]]:
-        """``(inputs, labels, config)``: shuffled and augmented when ``train``, else in order."""
+        """``(inputs, labels, config)``: shuffled and augmented when ``train``, else in order.
+
+        ``shard`` (a ``train.distributed.Shard``) keeps this rank's share of each batch; the
+        order, configuration and augmentation are drawn for the whole batch, as one process would.
+        """
         order = torch.randperm(len(self), generator=generator) if train else torch.arange(len(self))
         for start in range(0, len(self), batch_size):
             idx = order[start : start + batch_size]
             if train and len(idx) < 2:
                 continue  # batch norm cannot train on a single sample
-            planes = self.images[idx][:, list(config.indices)]
-            x = augment(planes, generator) if train else planes
-            yield normalize(x, config), self.labels[idx], config
+            cfg = config
+            params = augment_params(len(idx), self.image_size, generator) if train else None
+            if shard is not None:
+                idx = shard.take(idx)
+                params = None if params is None else tuple(shard.take(p) for p in params)
+            planes = self.take(idx)[:, list(cfg.indices)]
+            x = apply_augment(planes, *params) if params is not None else planes
+            yield normalize(x, cfg), self.take_labels(idx), cfg
+
+    @property
+    def image_size(self) -> int:
+        return int(self._disk.shape[1] if self._disk is not None else self.images.shape[-1])
