@@ -20,7 +20,7 @@ not a branch in ``fit``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
@@ -207,7 +207,6 @@ class JointConfigs:
     distill_weight: float = 0.5
     temperature: float = 1.0
     name: str = "joint"
-    _sampled: bool = field(init=False, repr=False, default=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.configs_per_step <= len(self.configs):
@@ -216,7 +215,11 @@ class JointConfigs:
             raise ValueError("distillation needs the groups to share their images (share_images)")
         if self.distill and self.configs[0].num_channels != 3:
             raise ValueError("distillation needs RGB, the teacher, among the configurations")
-        self._sampled = self.configs_per_step < len(self.configs)
+
+    @property
+    def _sampled(self) -> bool:
+        """Whether each step draws its configurations (fewer per step than the model has)."""
+        return self.configs_per_step < len(self.configs)
 
     @property
     def precise_bn(self) -> bool:
