@@ -48,7 +48,15 @@ def _max_difference(a: dict, b: dict) -> float:
     return max(float((a["state_dict"][k].float() - v.float()).abs().max()) for k, v in b["state_dict"].items())
 
 
-def _one_and_two(tmp_path, tiny_npz, strategy: str, epochs: int) -> tuple[dict, dict]:
+def _relative_difference(a: dict, b: dict, suffix: str = "") -> float:
+    """``|a - b| / |a|`` over the floating-point tensors of two state dicts (names ending in ``suffix``)."""
+    keys = [k for k, v in a["state_dict"].items() if v.is_floating_point() and k.endswith(suffix)]
+    diff = torch.cat([(a["state_dict"][k].float() - b["state_dict"][k].float()).flatten() for k in keys])
+    return float(diff.norm() / torch.cat([a["state_dict"][k].float().flatten() for k in keys]).norm())
+
+
+def _one_and_two(tmp_path, tiny_npz, strategy: str, epochs: int, relative_allowed: float | None = None
+                 ) -> tuple[dict, dict]:
     ddp_worker.train(tiny_npz, tmp_path / "one", strategy, epochs=epochs)
     _torchrun([str(tiny_npz), str(tmp_path / "two"), strategy, str(epochs)])
     one, two = (load_checkpoint(tmp_path / name / "last.pt") for name in ("one", "two"))
@@ -60,8 +68,12 @@ def _one_and_two(tmp_path, tiny_npz, strategy: str, epochs: int) -> tuple[dict, 
     # order only: gradients averaged over two ranks, and batch-norm statistics summed over
     # ranks as sums of x and x^2 instead of torch's one-pass kernel (~1e-7 per step, which
     # AdamW's normalised updates carry along).
-    worst = _max_difference(one, two)
-    assert worst < 1e-4, worst
+    if relative_allowed is None:
+        worst = _max_difference(one, two)
+        assert worst < 1e-4, worst
+    else:
+        relative = _relative_difference(one, two)
+        assert relative < relative_allowed, relative
     assert abs(two["history"][-1]["val_acc"] - one["history"][-1]["val_acc"]) <= 1 / 128
     return one, two
 
@@ -81,7 +93,14 @@ def test_two_processes_match_one_and_resume_after_a_killed_rank(tmp_path, tiny_n
 @pytest.mark.slow
 def test_sampled_configurations_and_precise_bn_agree_across_ranks(tmp_path, tiny_npz):
     """One configuration per step (same on both ranks), unused batch norms, then precise BN (all-reduced)."""
-    one, two = _one_and_two(tmp_path, tiny_npz, "sampled", epochs=1)
+    # Compared as one vector (relative L2 < 5e-3), not element by element: with one configuration
+    # per step of 64 images, the runs diverge at a few weights by ~lr after 4 steps on some CPUs
+    # (presumably a rounding difference tipping a near-tie in max pooling or a ReLU, which sends
+    # a gradient element elsewhere; it comes and goes with the training-set size). Measured: relative
+    # 5e-4 (max 4e-3) on an AMD EPYC, max 4e-6 on an Intel Xeon; with each rank normalising by
+    # its own batch statistics instead (GlobalBatchNorm2d switched off), relative 1.8e-2.
+    one, two = _one_and_two(tmp_path, tiny_npz, "sampled", epochs=1, relative_allowed=5e-3)
     assert two["history"][-1]["train_flops"] == one["history"][-1]["train_flops"]  # same configurations drawn
-    rms = [k for k in one["state_dict"] if k.endswith("running_mean")]
-    assert max(float((one["state_dict"][k] - two["state_dict"][k]).abs().max()) for k in rms) < 1e-4
+    # Precise BN ran on both: every configuration's running means are the global batches' ones
+    # (measured 1.2e-3; 4.6e-2 with rank-local batch norm).
+    assert _relative_difference(one, two, "running_mean") < 1e-2

@@ -10,6 +10,7 @@ from runtime.channels import ChannelConfig
 from train.data import DatasetError, Split, SplitTensors, load_dataset
 from train.data.cache import fingerprint
 from train.data.loader import DiskRows, apply_augment, augment_params
+from train.strategies import FixedConfig
 
 
 def _folder(root, count: int, size: int = 12, bad: int | None = None) -> None:
@@ -46,9 +47,10 @@ def test_cache_is_memory_mapped_and_batches_are_read_from_disk(tmp_path, monkeyp
         np.asarray(train.images)[[100, 199]]).permute(0, 3, 1, 2))
     # Same batches whether the split is on disk or in memory.
     memory = SplitTensors(Split(np.asarray(train.images), train.labels))
-    a = next(split.batches(32, ChannelConfig("GB"), torch.Generator().manual_seed(0), train=True))
-    b = next(memory.batches(32, ChannelConfig("GB"), torch.Generator().manual_seed(0), train=True))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    gb = FixedConfig(ChannelConfig("GB"))
+    (a,) = next(gb.steps(split, 32, torch.Generator().manual_seed(0)))
+    (b,) = next(gb.steps(memory, 32, torch.Generator().manual_seed(0)))
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.labels, b.labels)
     # A second load reuses the cache (no decoding).
     monkeypatch.setattr(cache, "_decode_into", lambda *a: pytest.fail("decoded again"))
     assert load_dataset(tmp_path / "d", 8, cache_dir=tmp_path / "cache").fingerprint == ds.fingerprint

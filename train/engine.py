@@ -17,7 +17,7 @@ from .data import Dataset, SplitTensors
 from .distributed import DistContext, Shard, convert_batchnorms, restarted
 from .models.layers import ChannelAdaptiveStem, ConfigBatchNorm2d
 from .progress import progress_bar
-from .strategies import LossFn, TrainingStrategy, build_strategy, sample_config  # noqa: F401 (re-exported)
+from .strategies import FixedConfig, LossFn, TrainingStrategy, build_strategy, sample_config  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -115,8 +115,8 @@ def recalibrate_config_norms(model: nn.Module, split: SplitTensors, configs: tup
             bn.momentum = None  # cumulative average
             bn.train()
         seen = 0
-        for start, (x, _, cfg) in enumerate(split.batches(batch_size, config, generator, train=True, shard=shard)):
-            model(x.to(device), cfg)
+        for start, (group,) in enumerate(FixedConfig(config).steps(split, batch_size, generator, shard or Shard())):
+            model(group.inputs.to(device), config)
             seen = min(len(split), (start + 1) * batch_size)  # global images, whatever this rank's share
             if seen >= images:
                 break

@@ -53,12 +53,6 @@ def apply_augment(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -
     return out.permute(0, 3, 1, 2).float()
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after reflect padding (1/8 of the side) and horizontal flip, per sample."""
-    offsets, flips = augment_params(len(x), x.shape[-2], generator)
-    return apply_augment(x, offsets, flips)
-
-
 class DiskRows:
     """Rows of a C-contiguous memory-mapped ``.npy`` array, read with ``pread`` (no mapping kept).
 
@@ -153,32 +147,15 @@ class SplitTensors:
     def take_labels(self, idx: torch.Tensor) -> torch.Tensor:
         return self._labels_on_device[idx.to(self._labels_on_device.device)]
 
-    def batches(
-        self,
-        batch_size: int,
-        config: ChannelConfig,
-        generator: torch.Generator | None = None,
-        train: bool = False,
-        shard=None,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, ChannelConfig]]:
-        """``(inputs, labels, config)``: shuffled and augmented when ``train``, else in order.
+    def batches(self, batch_size: int, config: ChannelConfig) -> Iterator[tuple[torch.Tensor, torch.Tensor, ChannelConfig]]:
+        """``(inputs, labels, config)`` in order, normalised, for evaluation.
 
-        ``shard`` (a ``train.distributed.Shard``) keeps this rank's share of each batch; the
-        order, configuration and augmentation are drawn for the whole batch, as one process would.
+        Training batches (shuffled, augmented, sharded across ranks) come from a strategy's
+        ``steps`` (``train.strategies``).
         """
-        order = torch.randperm(len(self), generator=generator) if train else torch.arange(len(self))
         for start in range(0, len(self), batch_size):
-            idx = order[start : start + batch_size]
-            if train and len(idx) < 2:
-                continue  # batch norm cannot train on a single sample
-            cfg = config
-            params = augment_params(len(idx), self.image_size, generator) if train else None
-            if shard is not None:
-                idx = shard.take(idx)
-                params = None if params is None else tuple(shard.take(p) for p in params)
-            planes = self.take(idx)[:, list(cfg.indices)]
-            x = apply_augment(planes, *params) if params is not None else planes
-            yield normalize(x, cfg), self.take_labels(idx), cfg
+            idx = torch.arange(start, min(start + batch_size, len(self)))
+            yield normalize(self.take(idx)[:, list(config.indices)], config), self.take_labels(idx), config
 
     @property
     def image_size(self) -> int:
