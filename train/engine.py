@@ -48,6 +48,9 @@ class RunSpec:
     #: Training strategy name and options (see ``train.strategies``); one configuration means ``fixed``.
     strategy: str = "joint"
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    #: A torchvision state dict to start from (``--init``/``--pretrained``); not part of the model's
+    #: arguments, so export rebuilds the model without the file.
+    init: str | None = None
 
     def build_strategy(self) -> TrainingStrategy:
         return build_strategy(self.strategy, self.configs, **self.strategy_options)
@@ -144,6 +147,7 @@ def checkpoint_meta(spec: RunSpec, dataset: Dataset, task: str) -> dict[str, Any
         "image_size": dataset.image_size,
         "dataset": dataset.name,
         "data_fingerprint": dataset.fingerprint,
+        "init": spec.init,
     }
 
 
