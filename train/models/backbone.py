@@ -245,7 +245,7 @@ class BackboneNet(nn.Module):
         state = read_state_dict(path)
         plan = match_state(self.backbone, state, str(path))
         ours = {k: v.shape for k, v in self.net.state_dict().items()}
-        wrong_classes = [k for k in plan.class_dependent if k in state and ours.get(k) != state[k].shape]
+        wrong_classes = [k for k in state if k in plan.class_dependent and ours.get(k) != state[k].shape]
         expanded: dict[str, torch.Tensor] = {}
         for key in plan.fitting:
             if key not in wrong_classes:

@@ -263,9 +263,14 @@ class ChannelAdaptiveConv(PerConfig):
         if x.shape[1] != config.num_channels:
             raise ValueError(f"{config} input needs {config.num_channels} channels, got {x.shape[1]}")
         attn = self.attention(self._attention_input(x, config), self.config_bias[config.index])
-        # Training uses the im2col form (fast here); the resolved, exported one the stacked-input form.
-        return dynamic_conv_unfold(x, attn, self._weight_for(config), self.bias, self.stride, self.padding,
-                                   self.dilation)
+        if self.training:  # the im2col form: the fastest to train here
+            return dynamic_conv_unfold(x, attn, self._weight_for(config), self.bias, self.stride, self.padding,
+                                       self.dilation)
+        # The form the resolved, exported stem computes: the same rounding, which a deep backbone would
+        # otherwise amplify into logit differences beyond the export's parity tolerance.
+        y = F.conv2d(stack_scaled_input(x, attn), stack_kernels(self._weight_for(config)), None, self.stride,
+                     self.padding, self.dilation)
+        return y if self.bias is None else y + (attn @ self.bias)[:, :, None, None]
 
     def resolve(self, config: ChannelConfig) -> "ResolvedConv":
         return ResolvedConv(self, config)
