@@ -119,6 +119,9 @@ def train(
             options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init,
                                      pretrained, image_size, ctx)
             options.adaptive_spec().build_strategy().group_size(batch_size)
+            if (backbone != "compact" or body is not None) and models is not None \
+                    and "adaptive" not in [m.strip() for m in models.split(",")]:
+                raise ValueError("--backbone and --body shape our model: add adaptive to --models")
         elif backbone != "compact" or init is not None or pretrained or body is not None:
             raise ValueError("--backbone, --init, --pretrained and --body apply to task1's model")
         with ctx.node_first():  # one process per machine decodes into the cache; the others then read it

@@ -15,7 +15,7 @@ from .data import Dataset, SplitTensors
 from .distributed import DistContext
 from .engine import RunSpec, TrainConfig, evaluate, fit, resolve_device
 from .models import create_model
-from .models.backbone import COMPACT
+from .models.backbone import COMPACT, check_backbone
 from .report import count_flops, count_parameters, write_reports
 
 TASK = "task1"
@@ -152,5 +152,7 @@ def run_task1(dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, 
               options: Task1Options | None = None, ctx: DistContext | None = None) -> dict[str, Any]:
     """Train and compare the task-1 models; reports go to ``out``."""
     options = options or Task1Options()
+    if PRIMARY_MODEL in models:
+        check_backbone(options.backbone, dataset.image_size)  # a network too deep for these images fails here
     return run_task(TASK, dataset, models, out, cfg, resume, lambda m: run_specs(m, options), train_eval_samples,
                     log, ctx=ctx)
