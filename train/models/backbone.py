@@ -214,7 +214,7 @@ class BackboneNet(nn.Module):
         for path, module in list(net.named_modules()):
             if isinstance(module, NORM_TYPES):
                 _replace(net, path, ConfigNorm(module))
-        self.net, self.backbone, self.stem_path, self.num_classes = net, backbone, stem, num_classes
+        self.net, self.backbone, self.stem_path = net, backbone, stem
 
     def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
         if config is None:
