@@ -4,9 +4,13 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from train.distributed import DistContext
+    from train.task1 import Task1Options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, export and run image classifiers for any subset of R, G and B.")
@@ -74,8 +78,17 @@ def train(
     distill: bool = typer.Option(False, "--distill/--no-distill",
                                  help="joint with --share-images: subsets also learn from the RGB logits of the "
                                       "same images (in-place distillation)."),
-    body: str = typer.Option("plain", help="task1, our model's body: 'plain' (the naive CNN's stages) or "
-                                           "'residual' (wider, 2.5x the FLOPs)."),
+    body: Optional[str] = typer.Option(None, help="task1, --backbone compact's body: 'plain' (the naive CNN's "
+                                                  "stages, the default) or 'residual' (wider, 2.5x the FLOPs)."),
+    backbone: str = typer.Option("compact", help="task1, our model's network: 'compact' (our own small one) or a "
+                                                 "torchvision classification CNN, e.g. resnet18, resnet50, "
+                                                 "mobilenet_v3_small, efficientnet_b0, convnext_tiny. See "
+                                                 "docs/backbones.md."),
+    init: Optional[Path] = typer.Option(None, help="With a torchvision --backbone: start from this torchvision "
+                                                   "state dict file (what torchvision's weights API downloads)."),
+    pretrained: bool = typer.Option(False, "--pretrained", help="With a torchvision --backbone: start from "
+                                                                "torchvision's DEFAULT ImageNet weights (downloaded "
+                                                                "into the torch hub cache, or read from it)."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this machine (runs torchrun "
                                                        "for you; one GPU each on CUDA). --batch-size stays the "
                                                        "global batch. See docs/training-at-scale.md."),
@@ -89,7 +102,6 @@ def train(
     from train import distributed
     from train.data import load_dataset
     from train.engine import TrainConfig
-    from train.models.anychannel import BODIES
 
     if nproc > 1 and not distributed.launched_by_torchrun():
         # The same command, once per process, under torchrun (which also does --max-restarts).
@@ -102,13 +114,16 @@ def train(
         if ctx.distributed:
             distributed.set_single_thread_count()
         if task is Task.task1:
-            from train.task1 import Task1Options
-
-            options = Task1Options(strategy, configs_per_step, share_images, distill, body)
-            # Bad combinations (--distill without --share-images, ...) fail before any data work.
+            # Bad combinations (--distill without --share-images, an unknown backbone, an --init file of
+            # another architecture, --pretrained offline...) fail before any data work.
+            options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init,
+                                     pretrained, image_size, ctx)
             options.adaptive_spec().build_strategy().group_size(batch_size)
-            if body not in BODIES:
-                raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
+            if (backbone != "compact" or body is not None) and models is not None \
+                    and "adaptive" not in [m.strip() for m in models.split(",")]:
+                raise ValueError("--backbone and --body shape our model: add adaptive to --models")
+        elif backbone != "compact" or init is not None or pretrained or body is not None:
+            raise ValueError("--backbone, --init, --pretrained and --body apply to task1's model")
         with ctx.node_first():  # one process per machine decodes into the cache; the others then read it
             dataset = load_dataset(data, image_size, seed=seed, show_progress=ctx.is_main)
         if ctx.is_main:
@@ -144,6 +159,34 @@ def train(
     typer.echo("")
     typer.echo((out / "results.md").read_text())
     typer.echo(f"reports: {out / 'results.json'}, {out / 'results.md'}, {out}/curves-*.png")
+
+
+def _task1_options(strategy: str, configs_per_step: int, share_images: bool, distill: bool, body: Optional[str],
+                   backbone: str, init: Optional[Path], pretrained: bool, image_size: Optional[int],
+                   ctx: "DistContext") -> "Task1Options":
+    """Task 1's options for our model, checked: the backbone and its initialisation are valid and at hand."""
+    from train.models.anychannel import BODIES
+    from train.models.backbone import COMPACT, check_backbone, check_init_file, pretrained_file
+    from train.task1 import Task1Options
+
+    check_backbone(backbone, image_size)
+    if backbone == COMPACT and (init is not None or pretrained):
+        raise ValueError("--init and --pretrained need a torchvision --backbone (resnet18, ...); compact has no "
+                         "pretrained weights")
+    if backbone != COMPACT and body is not None:
+        raise ValueError("--body shapes the compact backbone only")
+    if init is not None and pretrained:
+        raise ValueError("give --init PATH or --pretrained, not both")
+    body = body or "plain"
+    if body not in BODIES:
+        raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
+    if pretrained:
+        with ctx.node_first():  # one download per machine; the other processes then read the cache
+            init = pretrained_file(backbone)
+    if init is not None:
+        check_init_file(backbone, init)
+    return Task1Options(strategy, configs_per_step, share_images, distill, body, backbone=backbone,
+                        init=None if init is None else str(init))
 
 
 @app.command()

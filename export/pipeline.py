@@ -30,6 +30,9 @@ from .precision import DEFAULT_MAX_DROP, export_variant, variant_data
 ARTIFACTS = Path("artifacts")
 #: The model each task exports unless told otherwise (its graphs go to ``<task>/onnx/``).
 DEFAULT_MODELS = {"task1": task1.PRIMARY_MODEL, "task2": task2.PRIMARY_MODEL}
+#: Model families that run may hold: task 1's ``adaptive/`` run is our compact network or a
+#: torchvision backbone, exported alike (same folder, same file names).
+DEFAULT_FAMILIES = {"task1": task1.PRIMARY_FAMILIES, "task2": (task2.PRIMARY_MODEL,)}
 #: Models trained once per configuration, in run folders ``<model>-<CONFIG>``.
 PER_CONFIG_MODELS = frozenset({"naive"})
 
@@ -57,24 +60,35 @@ def default_model(task: str) -> str:
     return DEFAULT_MODELS[task]
 
 
+def is_default_family(task: str, model: str) -> bool:
+    """Whether ``model`` is what the task's default run holds (its graphs need no model prefix)."""
+    default_model(task)  # validates the task name
+    return model in DEFAULT_FAMILIES[task]
+
+
 def default_checkpoint(task: str, model: str, config: ChannelConfig | None = None, root: Path = ARTIFACTS) -> Path:
-    run = f"{model}-{config.name}" if model in PER_CONFIG_MODELS and config is not None else model
+    if is_default_family(task, model):
+        run = default_model(task)
+    else:
+        run = f"{model}-{config.name}" if model in PER_CONFIG_MODELS and config is not None else model
     return root / task / run / "best.pt"
 
 
 def default_out_dir(task: str, model: str, root: Path = ARTIFACTS) -> Path:
-    return root / task / ("onnx" if model == default_model(task) else f"onnx-{model}")
+    return root / task / ("onnx" if is_default_family(task, model) else f"onnx-{model}")
 
 
 def graph_name(task: str, model: str, config: ChannelConfig, precision: str = "fp32") -> str:
-    return graph_filename(task, config, None if model == default_model(task) else model, precision)
+    return graph_filename(task, config, None if is_default_family(task, model) else model, precision)
 
 
 def load_target(path: Path, task: str, model: str | None) -> Target:
     """Load a checkpoint (``weights_only``), check it is ``task``'s ``model``, and rebuild the model."""
     ckpt = load_checkpoint(path, task)
     if model is not None and ckpt.get("model") != model:
-        raise CheckpointError(f"checkpoint {path} holds model {ckpt.get('model')!r}, not {model!r}")
+        # The default run may hold any of the task's default families.
+        if not (model == default_model(task) and is_default_family(task, str(ckpt.get("model")))):
+            raise CheckpointError(f"checkpoint {path} holds model {ckpt.get('model')!r}, not {model!r}")
     try:
         info = ModelInfo.from_checkpoint(ckpt)
         configs = tuple(ckpt["configs"])

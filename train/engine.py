@@ -15,7 +15,7 @@ from runtime.channels import ALL_CONFIGS, ChannelConfig
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
 from .data import Dataset, SplitTensors
 from .distributed import DistContext, Shard, convert_batchnorms, restarted
-from .models.layers import ChannelAdaptiveStem, ConfigBatchNorm2d
+from .models.layers import ConfigNorm, PerConfig
 from .progress import progress_bar
 from .strategies import FixedConfig, LossFn, TrainingStrategy, build_strategy, sample_config  # noqa: F401 (re-exported)
 
@@ -48,6 +48,9 @@ class RunSpec:
     #: Training strategy name and options (see ``train.strategies``); one configuration means ``fixed``.
     strategy: str = "joint"
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    #: A torchvision state dict to start from (``--init``/``--pretrained``); not part of the model's
+    #: arguments, so export rebuilds the model without the file.
+    init: str | None = None
 
     def build_strategy(self) -> TrainingStrategy:
         return build_strategy(self.strategy, self.configs, **self.strategy_options)
@@ -101,14 +104,15 @@ def recalibrate_config_norms(model: nn.Module, split: SplitTensors, configs: tup
     with the averages one process would compute, not its own view.
     Returns how many images each configuration's forward passes used (all ranks together).
     """
-    norms = [m for m in model.modules() if isinstance(m, ConfigBatchNorm2d)]
-    stems = [m for m in model.modules() if isinstance(m, ChannelAdaptiveStem)]
-    if not norms and not stems:
+    # Only batch norms keep running statistics; per-configuration layer norms have none to recompute.
+    norms = [m for m in model.modules()
+             if isinstance(m, ConfigNorm) and getattr(m.norms[0], "track_running_stats", False)]
+    if not norms:
         return {}
     model.eval()
     used: dict[str, int] = {}
     for config in configs:
-        own = [n.select(config) for n in norms] + [s.norm.select(config) for s in stems]
+        own = [n.select(config) for n in norms]
         saved = [bn.momentum for bn in own]
         for bn in own:
             bn.reset_running_stats()
@@ -143,6 +147,7 @@ def checkpoint_meta(spec: RunSpec, dataset: Dataset, task: str) -> dict[str, Any
         "image_size": dataset.image_size,
         "dataset": dataset.name,
         "data_fingerprint": dataset.fingerprint,
+        "init": spec.init,
     }
 
 
@@ -202,8 +207,8 @@ def _wrap_for_ranks(model: nn.Module, spec: RunSpec, strategy: TrainingStrategy,
         return step
     from torch.nn.parallel import DistributedDataParallel
 
-    # A step that skips some configurations leaves their batch norms without gradients.
-    per_config = any(isinstance(m, ConfigBatchNorm2d) for m in model.modules())
+    # A step that skips some configurations leaves their norms and stem biases without gradients.
+    per_config = any(isinstance(m, PerConfig) for m in model.modules())
     unused = strategy.precise_bn or (per_config and len(spec.configs) < len(ALL_CONFIGS))
     return DistributedDataParallel(
         step, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,

@@ -15,12 +15,15 @@ from .data import Dataset, SplitTensors
 from .distributed import DistContext
 from .engine import RunSpec, TrainConfig, evaluate, fit, resolve_device
 from .models import create_model
+from .models.backbone import COMPACT, check_backbone
 from .report import count_flops, count_parameters, write_reports
 
 TASK = "task1"
 MODELS: tuple[str, ...] = ("adaptive", "naive", "course")
 #: The model export uses by default.
 PRIMARY_MODEL = "adaptive"
+#: Model families our run (``adaptive/``) may hold: our compact network or a torchvision backbone.
+PRIMARY_FAMILIES: tuple[str, ...] = ("adaptive", "backbone")
 
 
 @dataclass
@@ -34,11 +37,17 @@ class Task1Options:
     body: str = "plain"
     #: The configurations our model trains on (one alone gives the RGB-only control of the benchmark).
     configs: tuple[ChannelConfig, ...] = ALL_CONFIGS
+    #: ``compact`` (our own network, with ``body``) or a torchvision classification model (``resnet18``, ...).
+    backbone: str = COMPACT
+    #: A torchvision state dict to start a torchvision backbone from (``--init``, ``--pretrained``).
+    init: str | None = None
 
     def adaptive_spec(self) -> RunSpec:
         options = ({"configs_per_step": self.configs_per_step, "share_images": self.share_images,
                     "distill": self.distill} if self.strategy == "joint" else {})
-        return RunSpec("adaptive", "adaptive", {"body": self.body}, self.configs, self.strategy, options)
+        model, kwargs = (("adaptive", {"body": self.body}) if self.backbone == COMPACT
+                         else ("backbone", {"backbone": self.backbone}))
+        return RunSpec("adaptive", model, kwargs, self.configs, self.strategy, options, init=self.init)
 
 
 def run_specs(model: str, options: Task1Options | None = None) -> list[RunSpec]:
@@ -51,6 +60,14 @@ def run_specs(model: str, options: Task1Options | None = None) -> list[RunSpec]:
     if model == "adaptive":
         return [(options or Task1Options()).adaptive_spec()]
     return [RunSpec(model, model, strategy="sampled")]
+
+
+def initialise(model: torch.nn.Module, path: str) -> str:
+    """Load a pretrained state dict into ``model`` (``--init``); returns the report to log."""
+    if not hasattr(model, "initialise_from"):
+        raise ValueError(f"{type(model).__name__} cannot start from a state dict file; --init needs a "
+                         "torchvision --backbone")
+    return model.initialise_from(path).summary()
 
 
 def final_metrics(run_dir: Path, dataset: Dataset, device: torch.device, train_eval_samples: int,
@@ -105,6 +122,8 @@ def run_task(task: str, dataset: Dataset, models: list[str], out: Path, cfg: Tra
         for spec in specs_for(model_name):
             torch.manual_seed(cfg.seed)
             model = create_model(spec.model, num_classes=dataset.num_classes, **spec.model_kwargs)
+            if spec.init is not None:
+                log(f"[{spec.run_name}] " + initialise(model, spec.init))
             extra = fit_kwargs(spec) if fit_kwargs else {}
             t0 = time.perf_counter()
             summary = fit(model, spec, dataset, out / spec.run_name, cfg, task, resume=resume, log=log, ctx=ctx,
@@ -114,7 +133,8 @@ def run_task(task: str, dataset: Dataset, models: list[str], out: Path, cfg: Tra
             entry["train_seconds"] += summary["train_seconds"]
             entry["train_flops"] += summary["train_flops"]
             entry["train_views"] += summary["views"]
-            entry["runs"][spec.run_name] = {"strategy": summary["strategy"], "model_kwargs": dict(spec.model_kwargs)}
+            entry["runs"][spec.run_name] = {"strategy": summary["strategy"], "model": spec.model,
+                                            "model_kwargs": dict(spec.model_kwargs), "init": spec.init}
             entry["params"] += count_parameters(model)
             images_seen += summary["views"]
             entry["configs"].update(final_metrics(out / spec.run_name, dataset, device, train_eval_samples, task,
@@ -132,5 +152,7 @@ def run_task1(dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, 
               options: Task1Options | None = None, ctx: DistContext | None = None) -> dict[str, Any]:
     """Train and compare the task-1 models; reports go to ``out``."""
     options = options or Task1Options()
+    if PRIMARY_MODEL in models:
+        check_backbone(options.backbone, dataset.image_size)  # a network too deep for these images fails here
     return run_task(TASK, dataset, models, out, cfg, resume, lambda m: run_specs(m, options), train_eval_samples,
                     log, ctx=ctx)

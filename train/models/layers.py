@@ -1,9 +1,12 @@
-"""Small building blocks: dynamic convolution and the channel-adaptive stem."""
+"""Small building blocks: dynamic convolution, the channel-adaptive stem, per-configuration norms."""
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
 
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 
@@ -59,7 +62,7 @@ def dynamic_conv_aggregated(
 
 def dynamic_conv_unfold(
     x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-    stride: int, padding: int,
+    stride: int | tuple[int, int], padding: int | tuple[int, int], dilation: int | tuple[int, int] = 1,
 ) -> torch.Tensor:
     """The aggregated-kernel definition as im2col and one batched matmul: exact, and for few
     input channels (a stem) several times faster to train on a CPU than the other forms,
@@ -67,12 +70,13 @@ def dynamic_conv_unfold(
     """
     b, _, h, w = x.shape
     k, out_ch, _, kh, kw = weight.shape
-    cols = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # B x (I*kh*kw) x L
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))  # B x (I*kh*kw) x L
     kernels = (attention @ weight.reshape(k, -1)).view(b, out_ch, -1)
     y = torch.bmm(kernels, cols)
     if bias is not None:
         y = y + (attention @ bias).unsqueeze(-1)
-    return y.view(b, out_ch, (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1)
+    return y.view(b, out_ch, _output_size(h, kh, sh, ph, dh), _output_size(w, kw, sw, pw, dw))
 
 
 def dynamic_conv_stacked_input(
@@ -127,67 +131,123 @@ class DynamicConv2d(nn.Module):
         return DYNAMIC_CONV_FORMS[self.form](x, self.attention(x), self.weight, self.bias, self.stride, self.padding)
 
 
-class ConfigBatchNorm2d(nn.Module):
-    """Batch norm kept per channel configuration ("switchable" batch norm).
+class PerConfig(nn.Module):
+    """A module that keeps parameters per channel configuration.
 
-    Features of an R-only input have other statistics than those of an RGB input all
-    through the network, so one shared set of running statistics fits none of them well.
-    The owning model sets :attr:`active` before each forward pass; :meth:`select` returns
-    one configuration's plain ``BatchNorm2d`` for export.
+    The owning model points :attr:`active` at the input's configuration before each forward
+    pass (:func:`activate_config`), so it can sit anywhere inside a network whose own
+    ``forward`` knows nothing of configurations (a torchvision backbone); :meth:`resolve`
+    gives the plain module for one configuration, for export (:func:`select_config`).
     """
 
-    def __init__(self, num_features: int) -> None:
+    active: int
+
+    def resolve(self, config: ChannelConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def expand_plain(self, name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The tensors of this module that a tensor ``name`` of the plain module it replaces seeds."""
+        raise NotImplementedError
+
+
+class ConfigNorm(PerConfig):
+    """Any normalisation layer, kept per channel configuration ("switchable" normalisation).
+
+    Features of an R-only input have other statistics than those of an RGB input all
+    through the network, so one shared set of statistics (and affine parameters) fits none
+    of them well. Each configuration gets its own copy of ``norm``, all starting equal.
+    """
+
+    def __init__(self, norm: nn.Module) -> None:
         super().__init__()
-        self.norms = nn.ModuleList(nn.BatchNorm2d(num_features) for _ in ALL_CONFIGS)
+        self.norms = nn.ModuleList(copy.deepcopy(norm) for _ in ALL_CONFIGS)
         self.active = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norms[self.active](x)
 
-    def select(self, config: ChannelConfig) -> nn.BatchNorm2d:
+    def select(self, config: ChannelConfig) -> nn.Module:
+        """``config``'s own norm, a plain module of the wrapped type."""
         return self.norms[config.index]
+
+    resolve = select
+
+    def expand_plain(self, name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Every configuration's norm starts from the plain one.
+        return {f"norms.{i}.{name}": tensor.clone() for i in range(len(self.norms))}
+
+
+class ConfigBatchNorm2d(ConfigNorm):
+    """``BatchNorm2d`` kept per configuration: what our own model's body and stem use."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__(nn.BatchNorm2d(num_features))
 
 
 def activate_config(module: nn.Module, config: ChannelConfig) -> None:
-    """Point every :class:`ConfigBatchNorm2d` inside ``module`` at ``config``."""
+    """Point every :class:`PerConfig` module inside ``module`` at ``config``."""
     for m in module.modules():
-        if isinstance(m, ConfigBatchNorm2d):
+        if isinstance(m, PerConfig):
             m.active = config.index
 
 
 def select_config(module: nn.Module, config: ChannelConfig) -> nn.Module:
-    """A copy of ``module`` with each :class:`ConfigBatchNorm2d` replaced by ``config``'s own."""
-    import copy
-
+    """A copy of ``module`` with each :class:`PerConfig` module replaced by ``config``'s plain one."""
     resolved = copy.deepcopy(module)
     for parent in list(resolved.modules()):
         for name, child in parent.named_children():
-            if isinstance(child, ConfigBatchNorm2d):
-                setattr(parent, name, child.select(config))
+            if isinstance(child, PerConfig):
+                setattr(parent, name, child.resolve(config))
     return resolved
 
 
-class ChannelAdaptiveStem(nn.Module):
-    """The channel-dependent branch of our model: a dynamic stem that knows which planes it sees.
+def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+class ChannelAdaptiveConv(PerConfig):
+    """A convolution over any subset of R, G and B: the dynamic stem, convolution only.
 
     - Its K kernels are defined over R, G and B; a configuration uses its own planes'
       slices, rescaled by ``3 / C`` (channel dropout with rescaling), so each plane keeps
       its identity whatever its position in the input.
     - Kernel attention adds a learned per-configuration bias to the input-driven logits.
-    - Batch norm is kept per configuration, as the statistics differ (:class:`ConfigBatchNorm2d`).
 
-    :meth:`resolve` freezes all of this for one configuration into a static module.
+    Kernel size, stride, padding, dilation and bias are a plain ``Conv2d``'s, so it can
+    replace a backbone's first convolution (:meth:`from_conv`). ``forward(x)`` without a
+    configuration uses :attr:`active`. :meth:`resolve` freezes it into a static module.
     """
 
-    def __init__(self, out_channels: int, kernel_size: int = 3, stride: int = 1, num_kernels: int = 4) -> None:
+    def __init__(self, out_channels: int, kernel_size: int | tuple[int, int] = 3, stride: int | tuple[int, int] = 1,
+                 padding: int | tuple[int, int] | None = None, num_kernels: int = 4, bias: bool = False,
+                 dilation: int | tuple[int, int] = 1) -> None:
         super().__init__()
-        self.stride, self.padding = stride, kernel_size // 2
-        self.weight = nn.Parameter(torch.empty(num_kernels, out_channels, 3, kernel_size, kernel_size))
+        self.kernel_size, self.stride, self.dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+        self.padding = tuple(k // 2 for k in self.kernel_size) if padding is None else _pair(padding)
+        self.weight = nn.Parameter(torch.empty(num_kernels, out_channels, 3, *self.kernel_size))
         for w in self.weight:
             nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+        self.bias = nn.Parameter(torch.zeros(num_kernels, out_channels)) if bias else None
         self.attention = KernelAttention(3, num_kernels, reduction=1)
         self.config_bias = nn.Parameter(torch.zeros(len(ALL_CONFIGS), num_kernels))
-        self.norm = ConfigBatchNorm2d(out_channels)
+        self.active = 0
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, num_kernels: int = 4) -> "ChannelAdaptiveConv":
+        """The dynamic counterpart of ``conv`` (an RGB ``Conv2d``): same geometry and bias, fresh kernels."""
+        if conv.in_channels != 3 or conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"cannot make {conv} channel-adaptive: it needs 3 input channels, groups=1 "
+                             "and numeric zero padding")
+        return cls(conv.out_channels, conv.kernel_size, conv.stride, conv.padding, num_kernels,
+                   bias=conv.bias is not None, dilation=conv.dilation)
+
+    def expand_plain(self, name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        # A pretrained RGB kernel (or bias) seeds all K: the RGB output then equals the plain
+        # convolution's whatever the attention, and each plane's slice is that plane's kernel.
+        if name not in ("weight", "bias"):
+            raise KeyError(f"a convolution has no tensor {name!r}")
+        k = self.weight.shape[0]
+        return {name: tensor.unsqueeze(0).expand(k, *tensor.shape).clone()}
 
     def _weight_for(self, config: ChannelConfig) -> torch.Tensor:
         return self.weight[:, :, list(config.indices)] * (3.0 / config.num_channels)
@@ -198,38 +258,71 @@ class ChannelAdaptiveStem(nn.Module):
         full[:, list(config.indices)] = x
         return full
 
-    def forward(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
+        config = config or ALL_CONFIGS[self.active]
         if x.shape[1] != config.num_channels:
             raise ValueError(f"{config} input needs {config.num_channels} channels, got {x.shape[1]}")
         attn = self.attention(self._attention_input(x, config), self.config_bias[config.index])
-        # Training uses the im2col form (fast here); the resolved, exported stem the stacked-input form.
-        y = dynamic_conv_unfold(x, attn, self._weight_for(config), None, self.stride, self.padding)
-        return F.relu(self.norm.select(config)(y))
+        if self.training:  # the im2col form: the fastest to train here
+            return dynamic_conv_unfold(x, attn, self._weight_for(config), self.bias, self.stride, self.padding,
+                                       self.dilation)
+        # The form the resolved, exported stem computes: the same rounding, which a deep backbone would
+        # otherwise amplify into logit differences beyond the export's parity tolerance.
+        y = F.conv2d(stack_scaled_input(x, attn), stack_kernels(self._weight_for(config)), None, self.stride,
+                     self.padding, self.dilation)
+        return y if self.bias is None else y + (attn @ self.bias)[:, :, None, None]
+
+    def resolve(self, config: ChannelConfig) -> "ResolvedConv":
+        return ResolvedConv(self, config)
+
+
+class ChannelAdaptiveStem(ChannelAdaptiveConv):
+    """Our own model's stem: :class:`ChannelAdaptiveConv`, then batch norm kept per
+    configuration (:class:`ConfigBatchNorm2d`), then ReLU. :meth:`resolve` freezes all of it."""
+
+    def __init__(self, out_channels: int, kernel_size: int = 3, stride: int = 1, num_kernels: int = 4) -> None:
+        super().__init__(out_channels, kernel_size, stride, num_kernels=num_kernels)
+        self.norm = ConfigBatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
+        return F.relu(self.norm.select(config)(super().forward(x, config)))
 
     def resolve(self, config: ChannelConfig) -> "ResolvedStem":
         return ResolvedStem(self, config)
 
 
-class ResolvedStem(nn.Module):
-    """:class:`ChannelAdaptiveStem` frozen for one configuration: only that configuration's weights."""
+class ResolvedConv(nn.Module):
+    """:class:`ChannelAdaptiveConv` frozen for one configuration: only that configuration's weights."""
 
-    def __init__(self, stem: ChannelAdaptiveStem, config: ChannelConfig) -> None:
+    def __init__(self, conv: ChannelAdaptiveConv, config: ChannelConfig) -> None:
         super().__init__()
-        self.stride, self.padding = stem.stride, stem.padding
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         with torch.no_grad():
             # Stacked once here, so the graph holds a plain convolution weight.
-            self.weight = nn.Parameter(stack_kernels(stem._weight_for(config)).clone())
+            self.weight = nn.Parameter(stack_kernels(conv._weight_for(config)).clone())
+            self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
             # Attention sees only present planes: keep fc1's columns for them, fold the bias in.
-            fc1 = nn.Linear(config.num_channels, stem.attention.fc1.out_features)
-            fc1.weight.copy_(stem.attention.fc1.weight[:, list(config.indices)])
-            fc1.bias.copy_(stem.attention.fc1.bias)
-            fc2 = nn.Linear(stem.attention.fc2.in_features, stem.attention.fc2.out_features)
-            fc2.weight.copy_(stem.attention.fc2.weight)
-            fc2.bias.copy_(stem.attention.fc2.bias + stem.config_bias[config.index])
-        self.fc1, self.fc2, self.temperature = fc1, fc2, stem.attention.temperature
-        self.norm = stem.norm.select(config)
+            fc1 = nn.Linear(config.num_channels, conv.attention.fc1.out_features)
+            fc1.weight.copy_(conv.attention.fc1.weight[:, list(config.indices)])
+            fc1.bias.copy_(conv.attention.fc1.bias)
+            fc2 = nn.Linear(conv.attention.fc2.in_features, conv.attention.fc2.out_features)
+            fc2.weight.copy_(conv.attention.fc2.weight)
+            fc2.bias.copy_(conv.attention.fc2.bias + conv.config_bias[config.index])
+        self.fc1, self.fc2, self.temperature = fc1, fc2, conv.attention.temperature
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = torch.softmax(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))) / self.temperature, dim=1)
-        y = F.conv2d(stack_scaled_input(x, attn), self.weight, None, stride=self.stride, padding=self.padding)
-        return F.relu(self.norm(y))
+        y = F.conv2d(stack_scaled_input(x, attn), self.weight, None, stride=self.stride, padding=self.padding,
+                     dilation=self.dilation)
+        return y if self.bias is None else y + (attn @ self.bias)[:, :, None, None]
+
+
+class ResolvedStem(ResolvedConv):
+    """:class:`ChannelAdaptiveStem` frozen for one configuration."""
+
+    def __init__(self, stem: ChannelAdaptiveStem, config: ChannelConfig) -> None:
+        super().__init__(stem, config)
+        self.norm = stem.norm.select(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(super().forward(x)))
