@@ -102,6 +102,8 @@ def train(
     from train import distributed
     from train.data import load_dataset
     from train.engine import TrainConfig
+    from train.models.backbone import COMPACT
+    from train.task1 import Task1Options
 
     if nproc > 1 and not distributed.launched_by_torchrun():
         # The same command, once per process, under torchrun (which also does --max-restarts).
@@ -116,13 +118,15 @@ def train(
         if task is Task.task1:
             # Bad combinations (--distill without --share-images, an unknown backbone, an --init file of
             # another architecture, --pretrained offline...) fail before any data work.
-            options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init,
-                                     pretrained, image_size, ctx)
-            options.adaptive_spec().build_strategy().group_size(batch_size)
-            if (backbone != "compact" or body is not None) and models is not None \
+            # The cheap checks first: --pretrained may download weights.
+            if (backbone != COMPACT or body is not None) and models is not None \
                     and "adaptive" not in [m.strip() for m in models.split(",")]:
                 raise ValueError("--backbone and --body shape our model: add adaptive to --models")
-        elif backbone != "compact" or init is not None or pretrained or body is not None:
+            Task1Options(strategy, configs_per_step, share_images, distill).adaptive_spec().build_strategy() \
+                .group_size(batch_size)
+            options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init,
+                                     pretrained, image_size, ctx)
+        elif backbone != COMPACT or init is not None or pretrained or body is not None:
             raise ValueError("--backbone, --init, --pretrained and --body apply to task1's model")
         with ctx.node_first():  # one process per machine decodes into the cache; the others then read it
             dataset = load_dataset(data, image_size, seed=seed, show_progress=ctx.is_main)

@@ -53,7 +53,7 @@ def limit_training_images(dataset, limit: int | None, seed: int):
 
 def run_dir(backbone: str, args) -> Path:
     """One folder per backbone, size and training subset: resuming never mixes two budgets."""
-    return args.out / f"{backbone}-{args.image_size}px-{args.train_images or 'all'}-seed{args.seed}"
+    return args.out / f"{backbone}-{args.epochs}ep-{args.image_size}px-{args.train_images or 'all'}-seed{args.seed}"
 
 
 def train_row(backbone: str, dataset, args) -> dict:
@@ -167,8 +167,8 @@ def main() -> None:
     rows, latencies = {}, {}
     for backbone in args.backbones:
         finished = (run_dir(backbone, args) / "results.json").exists()
-        if args.report_only and not finished:
-            continue
+        if args.report_only and not (finished and (run_dir(backbone, args) / "latency.json").exists()):
+            continue  # --report-only never trains or exports
         rows[backbone] = train_row(backbone, dataset, args)
         latencies[backbone] = latency_row(backbone, args)
     wall = None if args.report_only else time.perf_counter() - t0

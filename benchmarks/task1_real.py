@@ -70,16 +70,20 @@ ROW_BY_KEY = {r.key: r for r in ROWS}
 
 
 #: Each finished row's results.json is copied here (small, no weights) and committed, so the
-#: report can be rebuilt on any clone (--report-only) without retraining.
+#: report can be rebuilt on any clone (--report-only) without retraining; one folder per budget.
 RESULTS = Path(__file__).resolve().parent / "results" / "task1-real"
+
+
+def results_dir(args) -> Path:
+    return RESULTS / f"{args.epochs}ep-{args.image_size}px"
 
 
 def run_dir(out: Path, row: Row, seed: int) -> Path:
     return out / f"{row.key}-seed{seed}"
 
 
-def kept_results(row: Row, seed: int) -> Path:
-    return RESULTS / f"{row.key}-seed{seed}.json"
+def kept_results(args, row: Row, seed: int) -> Path:
+    return results_dir(args) / f"{row.key}-seed{seed}.json"
 
 
 def _one_thread() -> None:
@@ -98,7 +102,7 @@ def train_row(row: Row, seed: int, args, dataset=None) -> None:
     run_task1(dataset, [row.model], run_dir(args.out, row, seed), cfg, resume=True, options=row.options,
               log=lambda line: print(line, flush=True))
     print(f"== {row.key} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-    keep_results(run_dir(args.out, row, seed) / "results.json", kept_results(row, seed))
+    keep_results(run_dir(args.out, row, seed) / "results.json", kept_results(args, row, seed))
 
 
 def keep_results(source: Path, target: Path) -> None:
@@ -107,14 +111,14 @@ def keep_results(source: Path, target: Path) -> None:
 
 
 def keep_results_text(text: str, target: Path) -> None:
-    """Write ``text`` to ``target`` atomically (a temporary file, then a rename)."""
+    from export.atomic import write_atomic
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(target)
+    write_atomic(target, text.encode())
 
 
-STEP_TIME = RESULTS / "step-time.json"
+def step_time_file(args) -> Path:
+    return results_dir(args) / "step-time.json"
 
 
 def measure_step_time(args, steps: int = 30, warmup: int = 5) -> dict:
@@ -160,11 +164,11 @@ def measure_step_time(args, steps: int = 30, warmup: int = 5) -> dict:
     result = {"ours_seconds_per_view": ours, "naive_seconds_per_view": naive,
               "ratio": ours / (sum(naive.values()) / len(ALL_CONFIGS)), "threads": 1, "steps": steps,
               "machine": machine()}
-    keep_results_text(json.dumps(result, indent=1), STEP_TIME)
+    keep_results_text(json.dumps(result, indent=1), step_time_file(args))
     return result
 
 
-def load_rows(out: Path, seeds: list[int]) -> dict[str, list[dict]]:
+def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
     """Finished rows: key -> one model entry (results.json's) per seed that has finished.
 
     A run folder under ``out`` wins; otherwise the copy kept in :data:`RESULTS`.
@@ -172,11 +176,14 @@ def load_rows(out: Path, seeds: list[int]) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for row in ROWS:
         for seed in (seeds if row.every_seed else seeds[:1]):
-            path = run_dir(out, row, seed) / "results.json"
+            path = run_dir(args.out, row, seed) / "results.json"
             if not path.exists():
-                path = kept_results(row, seed)
+                path = kept_results(args, row, seed)
             if path.exists():
-                entry = json.loads(path.read_text())["models"][row.model]
+                results = json.loads(path.read_text())
+                if (results["epochs"], results["image_size"]) != (args.epochs * row.epoch_factor, args.image_size):
+                    continue  # a run folder of another budget
+                entry = results["models"][row.model]
                 found.setdefault(row.key, []).append({**entry, "seed": seed})
     return found
 
@@ -227,7 +234,7 @@ def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
         lines.append(f"| mean | {mean_acc(ours):.3f} | {mean_acc(naive):.3f} | "
                      f"{100 * (mean_acc(ours) - mean_acc(naive)):+.1f} | "
                      f"{f'{mean_acc(course):.3f}' if course else 'not run'} | | |")
-        lines += ["", *targets(rows), ""]
+        lines += ["", *targets(rows, args), ""]
     lines += [
         "### Ablation (seed " + str(args.seeds[0]) + "): what each part contributes",
         "",
@@ -254,7 +261,7 @@ def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
     return "\n".join(lines)
 
 
-def targets(rows: dict[str, list[dict]]) -> list[str]:
+def targets(rows: dict[str, list[dict]], args) -> list[str]:
     ours, naive = rows["ours"], rows["naive"]
     wins = [c for c in CONFIG_NAMES if acc(ours, c) >= acc(naive, c)]
     rgb = acc(ours, "RGB")
@@ -289,8 +296,8 @@ def targets(rows: dict[str, list[dict]]) -> list[str]:
     seconds = statistics.mean(e["train_seconds"] for e in ours) / statistics.mean(e["train_seconds"] for e in naive)
     lines.append(f"- Training compute, ours / naive: {ratio:.4f}× in FLOPs (target ≤ 1.0×); {seconds:.2f}× in the rows' "
                  "wall seconds, which ran at different times beside other work on 2 shared cores.")
-    if STEP_TIME.exists():
-        step = json.loads(STEP_TIME.read_text())
+    if step_time_file(args).exists():
+        step = json.loads(step_time_file(args).read_text())
         lines.append(f"- Wall time under equal conditions (`--step-time`: {step['steps']} training steps of each model "
                      f"back to back in one process, {step['threads']} thread): ours {1e6 * step['ours_seconds_per_view']:.0f} µs "
                      f"per view, the naive models {1e6 * statistics.mean(step['naive_seconds_per_view'].values()):.0f} µs "
@@ -340,7 +347,7 @@ def main() -> None:
                 for done in [pool.submit(train_row, row, seed, args) for row, seed in plan]:
                     done.result()
     wall = None if args.report_only else time.perf_counter() - t0
-    body = report(load_rows(args.out, args.seeds), args, wall)
+    body = report(load_rows(args, args.seeds), args, wall)
     write_section("task1-real", body)
     print(body)
 

@@ -79,6 +79,14 @@ def test_resume_with_other_settings_is_refused(tmp_path, small_dataset):
     _train(small_dataset, tmp_path / "a", epochs=1)
     with pytest.raises(CheckpointError, match="different settings"):
         _train(small_dataset, tmp_path / "a", epochs=2, resume=True)
+    # Another network (--body, --backbone) or other starting weights (--init): refused by name.
+    wider = {**TINY_ADAPTIVE, "widths": (16, 16, 32)}
+    for kwargs, init in ((wider, None), (dict(TINY_ADAPTIVE), "resnet18.pth")):
+        model = create_model("adaptive", num_classes=small_dataset.num_classes, **kwargs)
+        spec = RunSpec("adaptive", "adaptive", kwargs, init=init)
+        with pytest.raises(CheckpointError, match="model options .* starting from random weights"):
+            fit(model, spec, small_dataset, tmp_path / "a", TrainConfig(epochs=1, batch_size=128), "task1",
+                resume=True, log=lambda _: None)
 
 
 def test_checkpoint_errors(tmp_path, task1_run):

@@ -207,7 +207,7 @@ def _wrap_for_ranks(model: nn.Module, spec: RunSpec, strategy: TrainingStrategy,
         return step
     from torch.nn.parallel import DistributedDataParallel
 
-    # A step that skips some configurations leaves their norms and stem biases without gradients.
+    # A step that skips some configurations leaves their per-configuration norms without gradients.
     per_config = any(isinstance(m, PerConfig) for m in model.modules())
     unused = strategy.precise_bn or (per_config and len(spec.configs) < len(ALL_CONFIGS))
     return DistributedDataParallel(
@@ -279,6 +279,13 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
             raise CheckpointError(
                 f"{last_path} was written with different settings ({state['train_config']}, "
                 f"{state.get('strategy')}); resume with the same options or use a fresh --out"
+            )
+        # Another network (--backbone, --body) or other starting weights (--init, --pretrained).
+        if state.get("model_kwargs") != dict(spec.model_kwargs) or state.get("init") != spec.init:
+            raise CheckpointError(
+                f"{last_path} was written for model options {state.get('model_kwargs')} starting from "
+                f"{state.get('init') or 'random weights'}, not {dict(spec.model_kwargs)} from "
+                f"{spec.init or 'random weights'}; resume with the same options or use a fresh --out"
             )
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])

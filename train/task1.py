@@ -122,8 +122,8 @@ def run_task(task: str, dataset: Dataset, models: list[str], out: Path, cfg: Tra
         for spec in specs_for(model_name):
             torch.manual_seed(cfg.seed)
             model = create_model(spec.model, num_classes=dataset.num_classes, **spec.model_kwargs)
-            if spec.init is not None:
-                log(f"[{spec.run_name}] " + initialise(model, spec.init))
+            if spec.init is not None and not (resume and (out / spec.run_name / "last.pt").exists()):
+                log(f"[{spec.run_name}] " + initialise(model, spec.init))  # a resume loads last.pt's weights instead
             extra = fit_kwargs(spec) if fit_kwargs else {}
             t0 = time.perf_counter()
             summary = fit(model, spec, dataset, out / spec.run_name, cfg, task, resume=resume, log=log, ctx=ctx,

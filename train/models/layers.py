@@ -89,7 +89,15 @@ def dynamic_conv_stacked_input(
     channels) it avoids the K-times-wider intermediate of :func:`dynamic_conv_sum`: this is
     the form exported graphs use.
     """
-    y = F.conv2d(stack_scaled_input(x, attention), stack_kernels(weight), None, stride=stride, padding=padding)
+    return conv_stacked(x, attention, stack_kernels(weight), bias, stride, padding)
+
+
+def conv_stacked(x: torch.Tensor, attention: torch.Tensor, stacked_weight: torch.Tensor, bias: torch.Tensor | None,
+                 stride: int | tuple[int, int], padding: int | tuple[int, int],
+                 dilation: int | tuple[int, int] = 1) -> torch.Tensor:
+    """:func:`dynamic_conv_stacked_input` with the kernels already stacked (:func:`stack_kernels`)."""
+    y = F.conv2d(stack_scaled_input(x, attention), stacked_weight, None, stride=stride, padding=padding,
+                 dilation=dilation)
     return y if bias is None else y + (attention @ bias)[:, :, None, None]
 
 
@@ -268,9 +276,8 @@ class ChannelAdaptiveConv(PerConfig):
                                        self.dilation)
         # The form the resolved, exported stem computes: the same rounding, which a deep backbone would
         # otherwise amplify into logit differences beyond the export's parity tolerance.
-        y = F.conv2d(stack_scaled_input(x, attn), stack_kernels(self._weight_for(config)), None, self.stride,
-                     self.padding, self.dilation)
-        return y if self.bias is None else y + (attn @ self.bias)[:, :, None, None]
+        return conv_stacked(x, attn, stack_kernels(self._weight_for(config)), self.bias, self.stride, self.padding,
+                            self.dilation)
 
     def resolve(self, config: ChannelConfig) -> "ResolvedConv":
         return ResolvedConv(self, config)
@@ -312,9 +319,7 @@ class ResolvedConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = torch.softmax(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))) / self.temperature, dim=1)
-        y = F.conv2d(stack_scaled_input(x, attn), self.weight, None, stride=self.stride, padding=self.padding,
-                     dilation=self.dilation)
-        return y if self.bias is None else y + (attn @ self.bias)[:, :, None, None]
+        return conv_stacked(x, attn, self.weight, self.bias, self.stride, self.padding, self.dilation)
 
 
 class ResolvedStem(ResolvedConv):
