@@ -1,9 +1,10 @@
 """Torchvision backbones made any-channel: probing, resolution and export, --init, --pretrained, the CLI.
 
-Cost: tracing one graph takes 3-10 s here, so every listed backbone resolves all seven
-configurations in torch (exactly, against the unresolved model) and the others export one
-configuration each through the full gate (``export_onnx``: contract checks, onnxsim, parity
-at batches 1/2/7/32, onnx's reference evaluator), each a different one;
+Cost: the full gate takes 3-10 s a graph here, so every listed backbone resolves all seven
+configurations in torch (exactly, against the unresolved model), exports one configuration
+through the full gate (``export_onnx``: contract checks, onnxsim, parity at batches
+1/2/7/32, onnx's reference evaluator), each a different one, and the other six through the
+TorchScript exporter with onnxruntime parity;
 ``test_trained_backbone_exports_all_seven_and_predicts`` takes resnet18 from an ``--init``
 file through training, ``export_task`` for all seven configurations and the runtime.
 """
@@ -13,6 +14,7 @@ import json
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -21,6 +23,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from export import ModelInfo, export_onnx, export_task
+from export.onnx import to_onnx_proto
+from export.parity import cpu_session, run_session
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 from train.models import backbone as bb
 from train.models import create_model
@@ -127,6 +131,16 @@ def test_backbone_resolves_every_configuration_and_exports(name, tmp_path):
     record = export_onnx(model.resolve(config).eval(), config, tmp_path / f"{name}.onnx", info,
                          reference=lambda x: model(x, config))
     assert record.parity["top1_agreement"] == 1.0 and record.parity["max_abs_diff"] <= 1e-4
+    # The other six export too and match in onnxruntime: through the TorchScript exporter (opset 17,
+    # the pipeline's fastest path), without the gate's simplification and evaluator checks above.
+    for other in ALL_CONFIGS:
+        if other == config:
+            continue
+        x = torch.randn(2, other.num_channels, SIZE, SIZE)
+        session = cpu_session(to_onnx_proto(model.resolve(other).eval(), other, SIZE, opset=17).SerializeToString())
+        with torch.no_grad():
+            np.testing.assert_allclose(run_session(session, x.numpy()), model(x, other).numpy(), rtol=0, atol=1e-4,
+                                       err_msg=f"{name} {other}")
 
 
 def test_resolved_graph_holds_only_its_configuration():
