@@ -103,7 +103,6 @@ def train(
     from train.data import load_dataset
     from train.engine import TrainConfig
     from train.models.backbone import COMPACT
-    from train.task1 import Task1Options
 
     if nproc > 1 and not distributed.launched_by_torchrun():
         # The same command, once per process, under torchrun (which also does --max-restarts).
@@ -118,14 +117,11 @@ def train(
         if task is Task.task1:
             # Bad combinations (--distill without --share-images, an unknown backbone, an --init file of
             # another architecture, --pretrained offline...) fail before any data work.
-            # The cheap checks first: --pretrained may download weights.
             if (backbone != COMPACT or body is not None) and models is not None \
                     and "adaptive" not in [m.strip() for m in models.split(",")]:
                 raise ValueError("--backbone and --body shape our model: add adaptive to --models")
-            Task1Options(strategy, configs_per_step, share_images, distill).adaptive_spec().build_strategy() \
-                .group_size(batch_size)
             options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init,
-                                     pretrained, image_size, ctx)
+                                     pretrained, image_size, batch_size, ctx)
         elif backbone != COMPACT or init is not None or pretrained or body is not None:
             raise ValueError("--backbone, --init, --pretrained and --body apply to task1's model")
         with ctx.node_first():  # one process per machine decodes into the cache; the others then read it
@@ -167,8 +163,10 @@ def train(
 
 def _task1_options(strategy: str, configs_per_step: int, share_images: bool, distill: bool, body: Optional[str],
                    backbone: str, init: Optional[Path], pretrained: bool, image_size: Optional[int],
-                   ctx: "DistContext") -> "Task1Options":
+                   batch_size: int, ctx: "DistContext") -> "Task1Options":
     """Task 1's options for our model, checked: the backbone and its initialisation are valid and at hand."""
+    from dataclasses import replace
+
     from train.models.anychannel import BODIES
     from train.models.backbone import COMPACT, check_backbone, check_init_file, pretrained_file
     from train.task1 import Task1Options
@@ -184,13 +182,14 @@ def _task1_options(strategy: str, configs_per_step: int, share_images: bool, dis
     body = body or "plain"
     if body not in BODIES:
         raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
+    options = Task1Options(strategy, configs_per_step, share_images, distill, body, backbone=backbone)
+    options.adaptive_spec().build_strategy().group_size(batch_size)  # before any download
     if pretrained:
         with ctx.node_first():  # one download per machine; the other processes then read the cache
             init = pretrained_file(backbone)
     if init is not None:
         check_init_file(backbone, init)
-    return Task1Options(strategy, configs_per_step, share_images, distill, body, backbone=backbone,
-                        init=None if init is None else str(init))
+    return replace(options, init=None if init is None else str(init))
 
 
 @app.command()

@@ -102,15 +102,11 @@ def train_row(row: Row, seed: int, args, dataset=None) -> None:
     run_task1(dataset, [row.model], run_dir(args.out, row, seed), cfg, resume=True, options=row.options,
               log=lambda line: print(line, flush=True))
     print(f"== {row.key} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-    keep_results(run_dir(args.out, row, seed) / "results.json", kept_results(args, row, seed))
-
-
-def keep_results(source: Path, target: Path) -> None:
-    """Copy a finished row's results.json to the committed results folder."""
-    keep_results_text(source.read_text(), target)
+    keep_results_text((run_dir(args.out, row, seed) / "results.json").read_text(), kept_results(args, row, seed))
 
 
 def keep_results_text(text: str, target: Path) -> None:
+    """Write ``text`` (a finished row's results) to the committed results folder, atomically."""
     from export.atomic import write_atomic
 
     target.parent.mkdir(parents=True, exist_ok=True)
