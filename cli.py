@@ -62,7 +62,7 @@ def train(
     image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default 32)."),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(2e-3, help="Peak learning rate of the one-cycle schedule."),
-    models: Optional[str] = typer.Option(None, help="Comma list; task1: adaptive,naive,course; task2: resnet34,shallow."),
+    models: Optional[str] = typer.Option(None, help="Comma list; task1: adaptive,naive,course; task2: naive,resnet34,shallow."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/<task>/)."),
     device: Device = typer.Option(Device.cpu, help="auto picks CUDA when torch sees one."),
     seed: int = typer.Option(0),
@@ -96,6 +96,9 @@ def train(
                                                                       "often after a failure, resuming from the "
                                                                       "last finished epoch."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bfloat16 autocast on CUDA (no effect on the CPU)."),
+    teacher: Optional[str] = typer.Option(None, help="task2: the shallow net's distillation teacher: naive (task "
+                                                     "1's CNN on RGB, the default), resnet34, or none (labels "
+                                                     "only). It trains first when it is in --models."),
 ) -> None:
     """Train a task's models and write results.json, results.md and curves under --out."""
     from runtime.errors import AnyChannelError
@@ -124,6 +127,13 @@ def train(
                                      pretrained, image_size, batch_size, ctx)
         elif backbone != COMPACT or init is not None or pretrained or body is not None:
             raise ValueError("--backbone, --init, --pretrained and --body apply to task1's model")
+        if task is Task.task2:
+            from train.task2 import DEFAULT_TEACHER, check_teacher
+
+            teacher = DEFAULT_TEACHER if teacher is None else teacher
+            check_teacher(None if teacher == "none" else teacher)
+        elif teacher is not None:
+            raise ValueError("--teacher applies to task2 (task1's --distill is in-place distillation from RGB)")
         with ctx.node_first():  # one process per machine decodes into the cache; the others then read it
             dataset = load_dataset(data, image_size, seed=seed, show_progress=ctx.is_main)
         if ctx.is_main:
@@ -143,7 +153,8 @@ def train(
             cfg = TrainConfig(epochs=epochs or 12, batch_size=batch_size, lr=lr, seed=seed, device=device.value,
                               amp=amp)
             results = run_task2(dataset, _split_models(models or ",".join(MODELS), MODELS), out, cfg,
-                                resume=resume, train_eval_samples=train_eval_samples, ctx=ctx)
+                                resume=resume, train_eval_samples=train_eval_samples,
+                                teacher=None if teacher == "none" else teacher, ctx=ctx)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted: the last finished epoch is saved; rerun with --resume to continue", err=True)
         raise typer.Exit(code=130)

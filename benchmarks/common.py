@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import platform
 import re
 from pathlib import Path
@@ -44,3 +45,25 @@ def real_photo_parser(doc: str, out: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--resume", action="store_true")
     return parser
+
+
+def one_thread() -> None:
+    """Worker initialiser: one torch thread per process (see ``--workers`` in the training benchmarks)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def keep_results_text(text: str, target: Path) -> None:
+    """Write ``text`` (a finished row's results) to the committed results folder, atomically."""
+    from export.atomic import write_atomic
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, text.encode())
+
+
+def spread(values: list[float]) -> str:
+    """``mean ± standard error`` over seeds, or the one value."""
+    if len(values) < 2:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) / len(values) ** 0.5:.3f}"

@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, real_photo_parser, write_section  # noqa: E402
+from benchmarks.common import keep_results_text, machine, one_thread, real_photo_parser, write_section  # noqa: E402
+from benchmarks.common import spread as spread_of  # noqa: E402
 from runtime.channels import CONFIG_NAMES, ChannelConfig  # noqa: E402
 from train.engine import TrainConfig  # noqa: E402
 from train.task1 import Task1Options  # noqa: E402
@@ -86,12 +87,6 @@ def kept_results(args, row: Row, seed: int) -> Path:
     return results_dir(args) / f"{row.key}-seed{seed}.json"
 
 
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def train_row(row: Row, seed: int, args, dataset=None) -> None:
     from train.data import load_dataset
     from train.task1 import run_task1
@@ -103,14 +98,6 @@ def train_row(row: Row, seed: int, args, dataset=None) -> None:
               log=lambda line: print(line, flush=True))
     print(f"== {row.key} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     keep_results_text((run_dir(args.out, row, seed) / "results.json").read_text(), kept_results(args, row, seed))
-
-
-def keep_results_text(text: str, target: Path) -> None:
-    """Write ``text`` (a finished row's results) to the committed results folder, atomically."""
-    from export.atomic import write_atomic
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, text.encode())
 
 
 def step_time_file(args) -> Path:
@@ -189,10 +176,7 @@ def acc(entries: list[dict], config: str) -> float:
 
 
 def spread(entries: list[dict], config: str) -> str:
-    values = [e["configs"][config]["test_acc"] for e in entries]
-    if len(values) < 2:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) / len(values) ** 0.5:.3f}"
+    return spread_of([e["configs"][config]["test_acc"] for e in entries])
 
 
 def mean_acc(entries: list[dict]) -> float:
@@ -339,7 +323,7 @@ def main() -> None:
         else:
             from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(args.workers, initializer=_one_thread) as pool:
+            with ProcessPoolExecutor(args.workers, initializer=one_thread) as pool:
                 for done in [pool.submit(train_row, row, seed, args) for row, seed in plan]:
                     done.result()
     wall = None if args.report_only else time.perf_counter() - t0

@@ -12,12 +12,32 @@ from train.models.shallow import RepConv, count_weight_layers
 RGB = ChannelConfig("RGB")
 
 
-def test_shallow_net_has_four_weight_layers_in_inference_form():
-    model = create_model("shallow", num_classes=10)
+LAYOUTS = [{"downsample": "stride"}, {"downsample": "maxpool", "widths": (16, 32, 64)}]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_shallow_net_has_four_weight_layers_in_inference_form(layout):
+    model = create_model("shallow", num_classes=10, **layout)
     assert model.weight_layer_count() == 4
     assert count_weight_layers(model.resolve(RGB)) == 4
     # The training form has more convolutions (RepVGG branches): they must fold away.
     assert count_weight_layers(model) > 4
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_folded_shallow_net_computes_what_the_training_form_computes(layout):
+    torch.manual_seed(0)
+    model = create_model("shallow", num_classes=10, **layout).train()
+    for _ in range(3):  # non-trivial batch-norm statistics
+        model(torch.randn(8, 3, 32, 32))
+    model.eval()
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(model.reparameterize()(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_shallow_net_rejects_an_unknown_layout():
+    with pytest.raises(ValueError, match="downsample must be one of"):
+        create_model("shallow", num_classes=10, downsample="avgpool")
 
 
 @pytest.mark.parametrize("in_ch,out_ch,stride", [(8, 8, 1), (8, 16, 2), (8, 16, 1)])
@@ -64,10 +84,10 @@ def test_distillation_uses_the_teachers_logits_on_the_same_batch():
     assert student.grad is not None and student.grad.abs().sum() > 0
 
 
-def _train_tiny_shallow(out, dataset, epochs: int):
+def _train_tiny_shallow(out, dataset, epochs: int, downsample: str = "stride"):
     """A narrow shallow net trained for ``epochs`` on ``dataset``; its checkpoints in ``out``."""
     torch.manual_seed(0)
-    kwargs = {"widths": (16, 32, 64)}
+    kwargs = {"widths": (16, 32, 64), "downsample": downsample}
     model = create_model("shallow", num_classes=dataset.num_classes, **kwargs)
     fit(model, RunSpec("shallow", "shallow", kwargs, (RGB,)), dataset, out,
         TrainConfig(epochs=epochs, batch_size=64), "task2", log=lambda _: None)
@@ -80,35 +100,86 @@ def test_tiny_shallow_run_beats_chance(tmp_path, synthetic_dataset):
     assert acc > 3 / synthetic_dataset.num_classes
 
 
+def _small(dataset):
+    s = dataset.splits
+    cut = lambda sp, n: Split(sp.images[:n], sp.labels[:n])  # noqa: E731
+    return Dataset("tiny", dataset.class_names, 16,
+                   {"train": cut(s["train"], 256), "val": cut(s["val"], 64), "test": cut(s["test"], 64)}, "fp")
+
+
 def test_run_task2_end_to_end_reports_ratio_latency_and_distils(tmp_path, synthetic_dataset):
     from train.task2 import run_task2
 
-    s = synthetic_dataset.splits
-    cut = lambda sp, n: Split(sp.images[:n], sp.labels[:n])  # noqa: E731
-    small = Dataset("tiny", synthetic_dataset.class_names, 16,
-                    {"train": cut(s["train"], 256), "val": cut(s["val"], 64), "test": cut(s["test"], 64)}, "fp")
     logs: list[str] = []
-    results = run_task2(small, ["shallow", "resnet34"], tmp_path, TrainConfig(epochs=1, batch_size=64),
-                        train_eval_samples=64, log=logs.append)
-    assert list(results["models"]) == ["resnet34", "shallow"]  # the teacher trains first
-    assert any("distilling from" in line for line in logs)
+    results = run_task2(_small(synthetic_dataset), ["shallow", "resnet34", "naive"], tmp_path,
+                        TrainConfig(epochs=1, batch_size=64), train_eval_samples=64, log=logs.append)
+    assert list(results["models"]) == ["naive", "resnet34", "shallow"]  # the teachers train first
+    assert results["teacher"] == "naive"
+    assert any(f"distilling from {tmp_path / 'naive' / 'best.pt'}" in line for line in logs)
     assert results["models"]["shallow"]["weight_layers"] == 4
     assert results["models"]["shallow"]["params"] < results["models"]["resnet34"]["params"]
     assert results["models"]["resnet34"]["cpu_latency_ms_batch1"] > 0
+    for entry in results["models"].values():
+        assert 0 <= entry["configs"]["RGB"]["test_acc_flip"] <= 1
     assert 0 <= results["shallow_to_resnet34_test_acc"]
     md = (tmp_path / "results.md").read_text()
     assert "Shallow / ResNet34 test accuracy" in md
     assert (tmp_path / "curves-shallow.png").stat().st_size > 0
 
 
-def test_shallow_net_exports_with_four_weight_layers_and_runs_in_the_runtime(tmp_path, synthetic_dataset):
+def test_task2_teacher_choice(tmp_path, synthetic_dataset):
+    from train.task2 import check_teacher, run_task2
+
+    small, cfg = _small(synthetic_dataset), TrainConfig(epochs=1, batch_size=64)
+    with pytest.raises(ValueError, match="unknown teacher 'vgg'"):
+        check_teacher("vgg")
+    # A teacher that is neither trained here nor on disk: a named error before any training.
+    with pytest.raises(ValueError, match=r"distil from naive, but .*naive/best.pt does not exist"):
+        run_task2(small, ["shallow"], tmp_path / "a", cfg, train_eval_samples=64, log=lambda _: None)
+    logs: list[str] = []
+    run_task2(small, ["shallow"], tmp_path / "b", cfg, train_eval_samples=64, log=logs.append, teacher=None)
+    assert not any("distilling" in line for line in logs)  # labels only
+    # A teacher trained by an earlier run, found through teacher_dir; ResNet34 may be the student.
+    run_task2(small, ["naive"], tmp_path / "t", cfg, train_eval_samples=64, log=lambda _: None)
+    logs.clear()
+    run_task2(small, ["resnet34"], tmp_path / "c", cfg, train_eval_samples=64, log=logs.append,
+              teacher_dir=tmp_path / "t", students=("resnet34",))
+    assert any(f"[resnet34] distilling from {tmp_path / 't' / 'naive' / 'best.pt'}" in line for line in logs)
+
+
+def test_flip_evaluation_averages_the_logits_of_each_image_and_its_mirror():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5))
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x, config=None):
+            return self.net(x)
+
+    split = SplitTensors(Split(torch.randint(0, 255, (12, 8, 8, 3), dtype=torch.uint8).numpy(),
+                               torch.randint(0, 5, (12,), dtype=torch.int64).numpy()))
+    wrapped = Wrapped()
+    x, y, _ = next(split.batches(12, RGB))
+    with torch.no_grad():
+        logits = (model(x) + model(x.flip(3))) / 2
+    loss, acc = evaluate(wrapped, split, RGB, flip=True)
+    assert acc == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, y)), rel=1e-5)
+
+
+@pytest.mark.parametrize("downsample", ["stride", "maxpool"])
+def test_shallow_net_exports_with_four_weight_layers_and_runs_in_the_runtime(tmp_path, synthetic_dataset,
+                                                                             downsample):
     import numpy as np
     import onnx
 
     from export.pipeline import export_task
     from runtime import Classifier
 
-    model = _train_tiny_shallow(tmp_path / "shallow", synthetic_dataset, epochs=1)
+    model = _train_tiny_shallow(tmp_path / "shallow", synthetic_dataset, epochs=1, downsample=downsample)
     result = export_task("task2", checkpoint=tmp_path / "shallow" / "best.pt", out=tmp_path / "onnx")
     graph = onnx.load(str(result.out_dir / "task2-RGB.onnx"))
     weight_ops = [n.op_type for n in graph.graph.node if n.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose")]
@@ -120,3 +191,16 @@ def test_shallow_net_exports_with_four_weight_layers_and_runs_in_the_runtime(tmp
     expected = model.eval()(SplitTensors(synthetic_dataset.splits["val"]).batches(8, RGB).__next__()[0])
     np.testing.assert_allclose(logits, expected.detach().numpy(), atol=1e-4)
     assert clf.predict(images[0], top_k=1)[0][0].label in synthetic_dataset.class_names
+
+
+@pytest.mark.parametrize("task,args,message", [
+    ("task2", ["--teacher", "vgg"], "unknown teacher 'vgg': choose one of naive, resnet34, or none"),
+    ("task1", ["--teacher", "naive"], "--teacher applies to task2"),
+])
+def test_train_refuses_a_bad_teacher_before_loading_data(task, args, message, tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
+    result = CliRunner().invoke(cli.app, ["train", task, "--data", str(tmp_path / "missing"), *args])
+    assert result.exit_code == 2 and message in result.output, result.output

@@ -67,10 +67,11 @@ def resolve_device(device: str) -> torch.device:
 @torch.no_grad()
 def evaluate(model: nn.Module, split: SplitTensors, config: ChannelConfig, batch_size: int = 256,
              device: torch.device = torch.device("cpu"), limit: int | None = None,
-             ctx: DistContext | None = None) -> tuple[float, float]:
+             ctx: DistContext | None = None, flip: bool = False) -> tuple[float, float]:
     """Mean cross-entropy and top-1 accuracy of ``model`` on ``split`` seen through ``config``.
 
     With several ranks (``ctx``), each evaluates every ``world``-th batch and the sums are reduced.
+    ``flip``: test-time augmentation, the mean of the logits of each image and its mirror image.
     """
     model.eval()
     rank, world = (ctx.rank, ctx.world) if ctx is not None else (0, 1)
@@ -82,6 +83,8 @@ def evaluate(model: nn.Module, split: SplitTensors, config: ChannelConfig, batch
             continue
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x, cfg)
+        if flip:
+            logits = (logits + model(x.flip(3), cfg)) / 2
         total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)

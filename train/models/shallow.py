@@ -60,20 +60,36 @@ class RepConv(nn.Module):
         self.bn_id = None
 
 
+#: How the shallow net halves its maps: "stride" (a 4x4 stride-2 patchify stem, then a stride-2
+#: 3x3 layer: 16x16 and 8x8 maps at 32 px) or "maxpool" (stride-1 3x3 layers at full resolution,
+#: each followed by 2x2 max pooling, as the naive CNN does: 32x32, 16x16 and 8x8 maps). Pooling
+#: holds no weights, so both layouts keep four weight layers.
+DOWNSAMPLE = ("stride", "maxpool")
+
+
 @register_model("shallow")
 class ShallowNet(nn.Module):
-    """Patchify stem, two re-parameterisable 3x3 layers, global pooling and a linear head."""
+    """Three convolutions (the last two re-parameterisable 3x3), global pooling and a linear head."""
 
     multi_config = False
     config = ChannelConfig("RGB")
     supported_configs = (config,)
 
-    def __init__(self, num_classes: int, widths: tuple[int, int, int] = (96, 192, 256), dropout: float = 0.3) -> None:
+    def __init__(self, num_classes: int, widths: tuple[int, int, int] = (96, 192, 256), dropout: float = 0.3,
+                 downsample: str = "stride") -> None:
         super().__init__()
+        if downsample not in DOWNSAMPLE:
+            raise ValueError(f"downsample must be one of {DOWNSAMPLE}, not {downsample!r}")
         w1, w2, w3 = widths
-        self.layer1 = nn.Sequential(nn.Conv2d(3, w1, 4, 2, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU(inplace=True))
-        self.layer2 = nn.Sequential(RepConv(w1, w2, stride=2), nn.ReLU(inplace=True))
-        self.layer3 = nn.Sequential(RepConv(w2, w3, stride=1), nn.ReLU(inplace=True))
+        relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
+        if downsample == "stride":
+            self.layer1 = nn.Sequential(nn.Conv2d(3, w1, 4, 2, 1, bias=False), nn.BatchNorm2d(w1), relu())
+            self.layer2 = nn.Sequential(RepConv(w1, w2, stride=2), relu())
+        else:
+            self.layer1 = nn.Sequential(nn.Conv2d(3, w1, 3, 1, 1, bias=False), nn.BatchNorm2d(w1), relu(),
+                                        nn.MaxPool2d(2))
+            self.layer2 = nn.Sequential(RepConv(w1, w2), relu(), nn.MaxPool2d(2))
+        self.layer3 = nn.Sequential(RepConv(w2, w3, stride=1), relu())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.layer4 = nn.Linear(w3, num_classes)
