@@ -49,3 +49,27 @@ def test_gpu_script_tensorrt_section_runs_on_a_faked_onnxruntime(task1_artifacts
     assert "| RGB | fp32 |" in text and "| B | fp16 |" in text and "second run (cached)" in text
     assert "TensorRT fp16 against fp32 on the CPU" in text and text.count(" pt |") == 7  # one row per graph
     assert (tmp_path / "trt" / "fp32").is_dir() and (tmp_path / "trt" / "fp16").is_dir()
+
+
+def test_task2_benchmark_trains_teachers_first_and_reports_the_ratio_per_seed(tmp_path):
+    import argparse
+
+    from benchmarks import task2_real
+
+    levels = {row.key: task2_real.level(row) for row in task2_real.ROWS}
+    assert levels["resnet34"] == levels["naive"] == 0 and levels[task2_real.OURS] == 1
+    assert all(levels[row.teacher] < levels[row.key] for row in task2_real.ROWS if row.teacher)
+
+    def entry(acc: float, seed: int) -> dict:
+        return {"configs": {"RGB": {"test_acc": acc, "test_acc_flip": acc + .01, "flops": 8e7}},
+                "params": 5e5, "train_seconds": 100.0, "seed": seed}
+
+    rows = {"resnet34": [entry(.40, 0), entry(.38, 1)], "naive": [entry(.45, 0), entry(.44, 1)],
+            task2_real.OURS: [entry(.42, 0), entry(.38, 1)], "stride-labels": [entry(.36, 0)]}
+    args = argparse.Namespace(epochs=10, image_size=32, seeds=[0, 1], workers=2, out=tmp_path)
+    facts = {"resnet34": {"weight_layers": 36, "latency_ms": 1.6}, task2_real.OURS: {"weight_layers": 4, "latency_ms": .4}}
+    text = task2_real.report(rows, args, facts)
+    assert "test accuracy: 1.025 (per seed 1.050, 1.000;" in text
+    assert "ResNet34 / ours: 4.0×" in text and "Weight layers on our exported graph: 4" in text
+    assert "| stride layout, labels only | 0.360 | 0.370 | 0.400 | 0.900 |" in text
+    assert "| stride layout, distilled from the naive CNN (teacher lever) | not run |" in text
