@@ -33,8 +33,9 @@ DEFAULT_MODELS = {"task1": task1.PRIMARY_MODEL, "task2": task2.PRIMARY_MODEL}
 #: Model families that run may hold: task 1's ``adaptive/`` run is our compact network or a
 #: torchvision backbone, exported alike (same folder, same file names).
 DEFAULT_FAMILIES = {"task1": task1.PRIMARY_FAMILIES, "task2": (task2.PRIMARY_MODEL,)}
-#: Models trained once per configuration, in run folders ``<model>-<CONFIG>``.
-PER_CONFIG_MODELS = frozenset({"naive"})
+#: Per task, models trained once per configuration, in run folders ``<model>-<CONFIG>`` (task 2's
+#: naive CNN, the shallow net's teacher, is one RGB run in ``naive/``).
+PER_CONFIG_MODELS = {"task1": frozenset({"naive"}), "task2": frozenset()}
 
 
 @dataclass
@@ -70,7 +71,7 @@ def default_checkpoint(task: str, model: str, config: ChannelConfig | None = Non
     if is_default_family(task, model):
         run = default_model(task)
     else:
-        run = f"{model}-{config.name}" if model in PER_CONFIG_MODELS and config is not None else model
+        run = f"{model}-{config.name}" if model in PER_CONFIG_MODELS[task] and config is not None else model
     return root / task / run / "best.pt"
 
 
@@ -107,7 +108,7 @@ def plan(task: str, channels: str, model: str | None, checkpoint: Path | None,
         pairs = [(c, target) for c in (wanted or parse_channel_list(list(target.configs)))]
     else:
         model = model or default_model(task)
-        if model in PER_CONFIG_MODELS:
+        if model in PER_CONFIG_MODELS[task]:
             pairs = [(c, load_target(default_checkpoint(task, model, c, root), task, model))
                      for c in (wanted or parse_channel_list("all"))]
         else:

@@ -61,8 +61,8 @@ def test_task2_benchmark_trains_teachers_first_and_reports_the_ratio_per_seed(tm
     assert all(levels[row.teacher] < levels[row.key] for row in task2_real.ROWS if row.teacher)
 
     def entry(acc: float, seed: int) -> dict:
-        return {"configs": {"RGB": {"test_acc": acc, "test_acc_flip": acc + .01, "flops": 8e7}},
-                "params": 5e5, "train_seconds": 100.0, "seed": seed}
+        return {"configs": {"RGB": {"test_acc": acc, "test_acc_flip": acc + .01, "flops": 8e7, "params": 4e5}},
+                "params": 5e5, "weight_layers": 4, "train_seconds": 100.0, "seed": seed}
 
     rows = {"resnet34": [entry(.40, 0), entry(.38, 1)], "naive": [entry(.45, 0), entry(.44, 1)],
             task2_real.OURS: [entry(.42, 0), entry(.38, 1)], "stride-labels": [entry(.36, 0)]}

@@ -405,6 +405,7 @@ def test_default_locations_and_names():
     assert graph_name("task2", "resnet34", RGB) == "task2-resnet34-RGB.onnx"
     assert default_checkpoint("task1", "adaptive") == Path("artifacts/task1/adaptive/best.pt")
     assert default_checkpoint("task1", "naive", R) == Path("artifacts/task1/naive-R/best.pt")
+    assert default_checkpoint("task2", "naive", RGB) == Path("artifacts/task2/naive/best.pt")  # the teacher: one run
 
 
 def test_lower_writes_tiny_map_convolutions_as_a_matmul(exported, export_copy, checkpoint):

@@ -12,6 +12,7 @@ from .data import Dataset, SplitTensors
 from .distill import distillation_loss_fn
 from .distributed import DistContext
 from .engine import RunSpec, TrainConfig, evaluate, resolve_device
+from .models.shallow import count_weight_layers
 from .report import write_reports
 from .task1 import run_task
 
@@ -102,8 +103,8 @@ def run_task2(dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, 
         _, results["models"][name]["configs"]["RGB"]["test_acc_flip"] = evaluate(model, test, ChannelConfig("RGB"),
                                                                                  flip=True)
         results["models"][name]["cpu_latency_ms_batch1"] = cpu_latency_ms(model, dataset.image_size)
-        if hasattr(model, "weight_layer_count"):
-            results["models"][name]["weight_layers"] = model.weight_layer_count()
+        # On the inference form: the shallow net's RepVGG branches folded.
+        results["models"][name]["weight_layers"] = count_weight_layers(model.resolve(ChannelConfig("RGB")))
     if {"resnet34", "shallow"} <= set(models):
         ours, ref = (results["models"][m]["configs"]["RGB"]["test_acc"] for m in ("shallow", "resnet34"))
         results["shallow_to_resnet34_test_acc"] = ours / ref if ref else float("nan")
