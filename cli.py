@@ -62,7 +62,8 @@ def train(
     image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default 32)."),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(2e-3, help="Peak learning rate of the one-cycle schedule."),
-    models: Optional[str] = typer.Option(None, help="Comma list; task1: adaptive,naive,course; task2: naive,resnet34,shallow."),
+    models: Optional[str] = typer.Option(None, help="Comma list; task1: adaptive,naive,course; "
+                                                    "task2: naive,resnet34,shallow."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default artifacts/<task>/)."),
     device: Device = typer.Option(Device.cpu, help="auto picks CUDA when torch sees one."),
     seed: int = typer.Option(0),

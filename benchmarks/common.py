@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import platform
 import re
+import statistics
 from pathlib import Path
+from typing import Callable
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
@@ -52,6 +53,15 @@ def one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def train_in_processes(train: Callable[..., None], jobs: list[tuple], workers: int) -> None:
+    """``train(*job)`` for every job in ``workers`` one-thread processes; waits for all, re-raising the first error."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, initializer=one_thread) as pool:
+        for done in [pool.submit(train, *job) for job in jobs]:
+            done.result()
 
 
 def keep_results_text(text: str, target: Path) -> None:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import keep_results_text, machine, one_thread, real_photo_parser, write_section  # noqa: E402
-from benchmarks.common import spread as spread_of  # noqa: E402
+from benchmarks.common import (keep_results_text, machine, real_photo_parser, spread,  # noqa: E402
+                               train_in_processes, write_section)
 from runtime.channels import CONFIG_NAMES, ChannelConfig  # noqa: E402
 from train.engine import TrainConfig  # noqa: E402
 from train.task1 import Task1Options  # noqa: E402
@@ -175,8 +175,8 @@ def acc(entries: list[dict], config: str) -> float:
     return statistics.mean(e["configs"][config]["test_acc"] for e in entries)
 
 
-def spread(entries: list[dict], config: str) -> str:
-    return spread_of([e["configs"][config]["test_acc"] for e in entries])
+def acc_spread(entries: list[dict], config: str) -> str:
+    return spread([e["configs"][config]["test_acc"] for e in entries])
 
 
 def mean_acc(entries: list[dict]) -> float:
@@ -208,7 +208,8 @@ def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for c in CONFIG_NAMES:
-            lines.append(f"| {c} | {spread(ours, c)} | {spread(naive, c)} | {100 * (acc(ours, c) - acc(naive, c)):+.1f} | "
+            lines.append(f"| {c} | {acc_spread(ours, c)} | {acc_spread(naive, c)} | "
+                         f"{100 * (acc(ours, c) - acc(naive, c)):+.1f} | "
                          f"{f'{acc(course, c):.3f}' if course else 'not run'} | {PUBLISHED['naive'][c]:.3f} | "
                          f"{PUBLISHED['course'][c]:.3f} |")
         lines.append(f"| mean | {mean_acc(ours):.3f} | {mean_acc(naive):.3f} | "
@@ -266,7 +267,7 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
             control = acc(entries, "RGB")
             seeds_used = ",".join(str(e["seed"]) for e in entries)
             lines.append(f"- Our RGB against our network trained on RGB alone, {budget} (seeds {seeds_used}): "
-                         f"{ours_rgb:.3f} vs {spread(entries, 'RGB')}, {100 * (ours_rgb - control):+.1f} points "
+                         f"{ours_rgb:.3f} vs {acc_spread(entries, 'RGB')}, {100 * (ours_rgb - control):+.1f} points "
                          "(target ≥ −1).")
     if "course" in rows:
         course = rows["course"]
@@ -321,11 +322,7 @@ def main() -> None:
             for row, seed in plan:
                 train_row(row, seed, args, dataset)
         else:
-            from concurrent.futures import ProcessPoolExecutor
-
-            with ProcessPoolExecutor(args.workers, initializer=one_thread) as pool:
-                for done in [pool.submit(train_row, row, seed, args) for row, seed in plan]:
-                    done.result()
+            train_in_processes(train_row, [(row, seed, args) for row, seed in plan], args.workers)
     wall = None if args.report_only else time.perf_counter() - t0
     body = report(load_rows(args, args.seeds), args, wall)
     write_section("task1-real", body)

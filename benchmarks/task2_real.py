@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import keep_results_text, machine, one_thread, real_photo_parser, spread, write_section  # noqa: E402,E501
+from benchmarks.common import (keep_results_text, machine, real_photo_parser, spread,  # noqa: E402
+                               train_in_processes, write_section)
 from train.engine import TrainConfig  # noqa: E402
 
 #: Layer layouts of the shallow net (``train.models.shallow``).
@@ -66,10 +67,12 @@ RESULTS = Path(__file__).resolve().parent / "results" / "task2-real"
 
 
 def run_dir(out: Path, key: str, seed: int) -> Path:
+    """A row's run folder for one seed (resumable; holds the model's checkpoints and results.json)."""
     return out / f"{key}-seed{seed}"
 
 
 def kept_results(args, key: str, seed: int) -> Path:
+    """Where a finished row's results.json is kept (committed), one folder per budget."""
     return RESULTS / f"{args.epochs}ep-{args.image_size}px" / f"{key}-seed{seed}.json"
 
 
@@ -79,6 +82,7 @@ def level(row: Row) -> int:
 
 
 def train_row(row: Row, seed: int, args, dataset=None) -> None:
+    """Train (or resume) one row for one seed, its teacher read from the teacher row's folder."""
     from train.data import load_dataset
     from train.task2 import run_task2
 
@@ -108,7 +112,8 @@ def load_rows(args) -> dict[str, list[dict]]:
     return found
 
 
-def test_acc(entries: list[dict], key: str = "test_acc") -> list[float]:
+def accuracies(entries: list[dict], key: str = "test_acc") -> list[float]:
+    """RGB test accuracy (or ``test_acc_flip``) of each entry, in order."""
     return [e["configs"]["RGB"][key] for e in entries]
 
 
@@ -144,12 +149,25 @@ def onnx_facts(args, seed: int) -> dict[str, dict[str, float]]:
     return facts
 
 
+def _ablation_cells(e: dict, reference: dict) -> str:
+    """Columns after the row label: shallow acc, its flip acc, ResNet34 acc, ratio, MFLOPs, params, train s."""
+    rgb = e["configs"]["RGB"]
+    return (f"{rgb['test_acc']:.3f} | {rgb['test_acc_flip']:.3f} | {reference['configs']['RGB']['test_acc']:.3f} | "
+            f"{rgb['test_acc'] / reference['configs']['RGB']['test_acc']:.3f} | {rgb['flops'] / 1e6:.0f} | "
+            f"{rgb['params'] / 1e6:.2f}M | {e['train_seconds']:.0f} |")
+
+
 def report(rows: dict[str, list[dict]], args, facts: dict[str, dict[str, float]] | None) -> str:
-    ours, ref = rows[OURS], rows[REFERENCE]
+    """The BENCHMARKS.md section: headline over the seeds both ours and ResNet34 finished, then the ablation."""
+    ref_by_seed = {e["seed"]: e for e in rows.get(REFERENCE, [])}
+    ours = [e for e in rows.get(OURS, []) if e["seed"] in ref_by_seed]  # paired by seed
+    if not ours:
+        raise SystemExit(f"no seed has finished both {OURS} and {REFERENCE}: nothing to report yet")
     seeds = [e["seed"] for e in ours]
-    paired_ref = [e for e in ref if e["seed"] in seeds]
-    ratios = [o / r for o, r in zip(test_acc(ours), test_acc(paired_ref))]
-    teacher = rows.get("naive", [])
+    ref = [ref_by_seed[s] for s in seeds]
+    teacher = [e for e in rows.get("naive", []) if e["seed"] in seeds]
+    ratios = [o / r for o, r in zip(accuracies(ours), accuracies(ref))]
+    flip_ratios = [o / r for o, r in zip(accuracies(ours, "test_acc_flip"), accuracies(ref, "test_acc_flip"))]
     lines = [
         "## Task 2 on real photos (tiny-imagenet-50, test split, 2,500 images)",
         "",
@@ -161,69 +179,68 @@ def report(rows: dict[str, list[dict]], args, facts: dict[str, dict[str, float]]
         "",
         f"### Headline (seeds {', '.join(map(str, seeds))}; mean ± standard error)",
         "",
-        "| model | weight layers (exported graph) | params (inference) | MFLOPs | test acc | with flip TTA | "
+        "| model | weight layers | params (inference) | MFLOPs | test acc | with flip TTA | "
         "ORT CPU latency, batch 1 | train s (this machine) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for key, entries in ((REFERENCE, paired_ref), ("naive", teacher), (OURS, ours)):
+    for key, entries in ((REFERENCE, ref), ("naive", teacher), (OURS, ours)):
         if not entries:
             continue
-        e = entries[0]
-        fact = (facts or {}).get(key, {})
+        e, fact = entries[0], (facts or {}).get(key, {})
         layers = int(fact["weight_layers"]) if "weight_layers" in fact else e.get("weight_layers", "–")
         latency = f"{fact['latency_ms']:.3f} ms" if "latency_ms" in fact else "–"
         lines.append(f"| {ROW_BY_KEY[key].label} | {layers} | {e['configs']['RGB']['params'] / 1e6:.2f}M | "
-                     f"{e['configs']['RGB']['flops'] / 1e6:.0f} | {spread(test_acc(entries))} | "
-                     f"{spread(test_acc(entries, 'test_acc_flip'))} | {latency} | "
+                     f"{e['configs']['RGB']['flops'] / 1e6:.0f} | {spread(accuracies(entries))} | "
+                     f"{spread(accuracies(entries, 'test_acc_flip'))} | {latency} | "
                      f"{statistics.mean(x['train_seconds'] for x in entries):.0f} |")
     lines += [
         "",
         f"- Ours / ResNet34 test accuracy: {statistics.mean(ratios):.3f} (per seed "
         + ", ".join(f"{r:.3f}" for r in ratios) + "; target ≥ 1.00 over two seeds, stretch ≥ 1.03).",
-        f"- With flip TTA for both (not the headline): "
-        + ", ".join(f"{o / r:.3f}" for o, r in zip(test_acc(ours, 'test_acc_flip'), test_acc(paired_ref, 'test_acc_flip')))
-        + ".",
+        "- With flip TTA for both (not the headline): " + ", ".join(f"{r:.3f}" for r in flip_ratios) + ".",
     ]
     if facts:
+        speedup = facts[REFERENCE]["latency_ms"] / facts[OURS]["latency_ms"]
         lines.append(f"- Weight layers on our exported graph: {int(facts[OURS]['weight_layers'])} (≤ 4). onnxruntime "
-                     f"CPU latency at batch 1, ResNet34 / ours: {facts[REFERENCE]['latency_ms'] / facts[OURS]['latency_ms']:.1f}× "
-                     "(target ≥ 3×, stretch ≥ 4×); graphs of seed " + str(seeds[0]) + ".")
+                     f"CPU latency at batch 1, ResNet34 / ours: {speedup:.1f}× (target ≥ 3×, stretch ≥ 4×); "
+                     "graphs "
+                     f"of seed {args.seeds[0]}, timed by the run that trained them (it varies from run to run).")
     if teacher:
-        t_sec = statistics.mean(e["train_seconds"] for e in teacher)
-        o_sec = statistics.mean(e["train_seconds"] for e in ours)
-        r_sec = statistics.mean(e["train_seconds"] for e in paired_ref)
+        t_sec, o_sec, r_sec = (statistics.mean(e["train_seconds"] for e in group) for group in (teacher, ours, ref))
         lines.append(f"- Training time, teacher included: ours {o_sec:.0f} s + the naive teacher {t_sec:.0f} s = "
                      f"{o_sec + t_sec:.0f} s, against ResNet34's {r_sec:.0f} s (one thread per run).")
     lines += [
         "",
         f"### Ablation (seed {args.seeds[0]}): one lever per row",
         "",
-        "| row | shallow test acc | with flip TTA | ResNet34 test acc | shallow / ResNet34 | MFLOPs | params (inference) "
-        "| train s |",
+        "| row | shallow test acc | with flip TTA | ResNet34 test acc | shallow / ResNet34 | MFLOPs "
+        "| params (inference) | train s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    ref0 = next(e for e in ref if e["seed"] == args.seeds[0])
-    for row in ROWS[2:]:
-        if row.key not in rows:
+    ref0, ours0 = ref_by_seed.get(args.seeds[0]), next((e for e in ours if e["seed"] == args.seeds[0]), None)
+    for row in ROWS:
+        if row.key in (REFERENCE, "naive"):
+            continue
+        if row.key not in rows or ref0 is None:
             lines.append(f"| {row.label} | not run | | | | | | |")
-            continue
-        e = rows[row.key][0]
-        if row.model == "resnet34":  # the control changes ResNet34's column, not the shallow net's
-            lines.append(f"| {row.label} | ours: {ours[0]['configs']['RGB']['test_acc']:.3f} | | "
-                         f"{e['configs']['RGB']['test_acc']:.3f} (flip {e['configs']['RGB']['test_acc_flip']:.3f}) | "
-                         f"{ours[0]['configs']['RGB']['test_acc'] / e['configs']['RGB']['test_acc']:.3f} | "
-                         f"{e['configs']['RGB']['flops'] / 1e6:.0f} | {e['configs']['RGB']['params'] / 1e6:.2f}M | {e['train_seconds']:.0f} |")
-            continue
-        acc = e["configs"]["RGB"]["test_acc"]
-        lines.append(f"| {row.label} | {acc:.3f} | {e['configs']['RGB']['test_acc_flip']:.3f} | "
-                     f"{ref0['configs']['RGB']['test_acc']:.3f} | {acc / ref0['configs']['RGB']['test_acc']:.3f} | "
-                     f"{e['configs']['RGB']['flops'] / 1e6:.0f} | {e['configs']['RGB']['params'] / 1e6:.2f}M | {e['train_seconds']:.0f} |")
+        elif row.model == "resnet34" and ours0 is not None:  # the control changes ResNet34's column
+            e = rows[row.key][0]
+            rgb = e["configs"]["RGB"]
+            lines.append(f"| {row.label} | ours: {ours0['configs']['RGB']['test_acc']:.3f} | | "
+                         f"{rgb['test_acc']:.3f} (flip {rgb['test_acc_flip']:.3f}) | "
+                         f"{ours0['configs']['RGB']['test_acc'] / rgb['test_acc']:.3f} | {rgb['flops'] / 1e6:.0f} | "
+                         f"{rgb['params'] / 1e6:.2f}M | {e['train_seconds']:.0f} |")
+        else:
+            lines.append(f"| {row.label} | " + _ablation_cells(rows[row.key][0], ref0))
     lines += [
         "",
-        "MFLOPs and params: the inference form (RepVGG branches and batch norms folded), one image. "
-        "Train seconds: each run in its own one-thread process, two at a time on the 2 cores. ResNet34 is "
-        "torchvision's, unchanged: at 32 px its ImageNet stem (7×7 stride 2, then max pooling) leaves 8×8 maps "
-        "after two operations. The published course numbers (.218 vs .593) were at another size and budget.",
+        "Weight layers: convolutions and fully-connected layers; on the exported ONNX graph (Conv, Gemm, MatMul "
+        "nodes) for ResNet34 and ours, in PyTorch for the naive CNN. ResNet34's 37 are its 33 main-path "
+        "convolutions, 3 shortcut 1×1 convolutions and the classifier. MFLOPs and params: the inference form "
+        "(RepVGG branches and batch norms folded), one image. Train seconds: each run in its own one-thread "
+        f"process, {args.workers} at a time. ResNet34 is torchvision's, unchanged: at 32 px its ImageNet stem "
+        "(7×7 stride 2, then max pooling) leaves 8×8 maps after two operations. The published course numbers "
+        "(.218 vs .593) were at another size and budget.",
     ]
     return "\n".join(lines)
 
@@ -244,21 +261,22 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {', '.join(ROW_BY_KEY)}")
     if not args.report_only:
-        plan = [(ROW_BY_KEY[k], s) for k in keys for s in (args.seeds if ROW_BY_KEY[k].every_seed else args.seeds[:1])]
-        from concurrent.futures import ProcessPoolExecutor
+        from train.data import load_dataset
 
-        with ProcessPoolExecutor(args.workers, initializer=one_thread) as pool:
-            for depth in sorted({level(row) for row, _ in plan}):  # teachers before their students
-                for done in [pool.submit(train_row, row, seed, args) for row, seed in plan if level(row) == depth]:
-                    done.result()
+        load_dataset(args.data, args.image_size)  # decode once into the cache the workers read
+        plan = [(ROW_BY_KEY[k], s) for k in keys for s in (args.seeds if ROW_BY_KEY[k].every_seed else args.seeds[:1])]
+        for depth in sorted({level(row) for row, _ in plan}):  # teachers before their students
+            train_in_processes(train_row, [(row, seed, args) for row, seed in plan if level(row) == depth],
+                               args.workers)
     rows = load_rows(args)
+    facts_file = kept_results(args, "onnx-facts", args.seeds[0])
     have_graphs = all((run_dir(args.out, k, args.seeds[0]) / ROW_BY_KEY[k].model / "best.pt").exists()
                       for k in (REFERENCE, OURS))
-    facts = onnx_facts(args, args.seeds[0]) if have_graphs else None
-    if facts:
-        keep_results_text(json.dumps(facts, indent=1), kept_results(args, "onnx-facts", args.seeds[0]))
-    elif kept_results(args, "onnx-facts", args.seeds[0]).exists():
-        facts = json.loads(kept_results(args, "onnx-facts", args.seeds[0]).read_text())
+    if have_graphs and not (args.report_only and facts_file.exists()):  # --report-only keeps the timed figures
+        facts = onnx_facts(args, args.seeds[0])
+        keep_results_text(json.dumps(facts, indent=1), facts_file)
+    else:
+        facts = json.loads(facts_file.read_text()) if facts_file.exists() else None
     body = report(rows, args, facts)
     write_section("task2-real", body)
     print(body)

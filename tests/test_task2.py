@@ -117,6 +117,11 @@ def test_run_task2_end_to_end_reports_ratio_latency_and_distils(tmp_path, synthe
     assert results["teacher"] == "naive"
     assert any(f"distilling from {tmp_path / 'naive' / 'best.pt'}" in line for line in logs)
     assert results["models"]["shallow"]["weight_layers"] == 4
+    # The layout is written out in full, so a later change of the class defaults cannot misread it.
+    from train.checkpoint import load_checkpoint
+    from train.task2 import SHALLOW_KWARGS
+
+    assert load_checkpoint(tmp_path / "shallow" / "best.pt", "task2")["model_kwargs"] == SHALLOW_KWARGS
     assert results["models"]["shallow"]["params"] < results["models"]["resnet34"]["params"]
     assert results["models"]["resnet34"]["cpu_latency_ms_batch1"] > 0
     for entry in results["models"].values():
@@ -145,6 +150,12 @@ def test_task2_teacher_choice(tmp_path, synthetic_dataset):
     run_task2(small, ["resnet34"], tmp_path / "c", cfg, train_eval_samples=64, log=logs.append,
               teacher_dir=tmp_path / "t", students=("resnet34",))
     assert any(f"[resnet34] distilling from {tmp_path / 't' / 'naive' / 'best.pt'}" in line for line in logs)
+    # A teacher trained in this run trains first and is read from this run, whatever teacher_dir says.
+    logs.clear()
+    results = run_task2(small, ["naive", "resnet34"], tmp_path / "d", cfg, train_eval_samples=64, log=logs.append,
+                        teacher="resnet34", teacher_dir=tmp_path / "t", students=("naive",))
+    assert list(results["models"]) == ["resnet34", "naive"]
+    assert any(f"[naive] distilling from {tmp_path / 'd' / 'resnet34' / 'best.pt'}" in line for line in logs)
 
 
 def test_flip_evaluation_averages_the_logits_of_each_image_and_its_mirror():

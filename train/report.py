@@ -63,9 +63,9 @@ def markdown_table(results: dict[str, Any]) -> str:
                      f"{'-' if latency is None else f'{latency:.2f}'} | {entry.get('weight_layers', '-')} |")
     lines.append("")
     if "shallow_to_resnet34_test_acc" in results:
-        teacher = results.get("teacher")
+        source = f"the {results['teacher']} teacher" if results.get("teacher") else "labels only"
         lines += [f"Shallow / ResNet34 test accuracy: {results['shallow_to_resnet34_test_acc']:.1%} "
-                  f"(target ≥ 100%); the shallow net learnt from {f'the {teacher} teacher' if teacher else 'labels only'}.",
+                  f"(target ≥ 100%); the shallow net learnt from {source}.",
                   ""]
     per_config_naive = len(results["models"].get("naive", {}).get("runs", {})) > 1
     lines.append(("Naive params, views, time and FLOPs are summed over its seven separate models. "

@@ -20,16 +20,20 @@ TASK = "task2"
 #: Teachers first: the shallow net distils from one of them. ``naive`` is task 1's plain CNN on RGB.
 MODELS: tuple[str, ...] = ("naive", "resnet34", "shallow")
 PRIMARY_MODEL = "shallow"
-#: Models the shallow net may distil from; the default is the naive CNN: at small budgets it
-#: beats ResNet34 trained from scratch on these images, at a fifth of its training compute.
+#: Models the shallow net may distil from (why the naive CNN is the default: docs/task2.md).
 TEACHERS: tuple[str, ...] = ("naive", "resnet34")
 DEFAULT_TEACHER = "naive"
+#: The shallow net's layout, written into every checkpoint in full, so that a later change of
+#: the class defaults cannot rebuild an old checkpoint with another shape.
+SHALLOW_KWARGS: dict[str, Any] = {"downsample": "maxpool", "widths": [64, 128, 256]}
 
 
 def run_specs(model: str, model_kwargs: dict[str, Any] | None = None) -> list[RunSpec]:
+    """One RGB run of ``model``; the shallow net's layout defaults filled in from :data:`SHALLOW_KWARGS`."""
     from runtime.channels import ChannelConfig
 
-    return [RunSpec(model, model, dict(model_kwargs or {}), (ChannelConfig("RGB"),))]
+    kwargs = {**SHALLOW_KWARGS, **(model_kwargs or {})} if model == "shallow" else dict(model_kwargs or {})
+    return [RunSpec(model, model, kwargs, (ChannelConfig("RGB"),))]
 
 
 def cpu_latency_ms(model: torch.nn.Module, image_size: int, runs: int = 50) -> float:
@@ -67,12 +71,13 @@ def run_task2(dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, 
     ``students``: the models that distil (a fairness control distils ResNet34 from the same teacher).
     """
     check_teacher(teacher)
-    models = sorted(models, key=MODELS.index)
+    models = sorted(models, key=lambda m: (m != teacher, MODELS.index(m)))  # the teacher before its students
     ctx = ctx or DistContext(device=resolve_device(cfg.device))
     device = ctx.device
     if not ctx.is_main:
         log = lambda _: None  # noqa: E731
-    teacher_path = (teacher_dir or out) / str(teacher) / "best.pt"
+    # A teacher trained in this run is read from ``out``, never from ``teacher_dir``.
+    teacher_path = (out if teacher in models else teacher_dir or out) / str(teacher) / "best.pt"
     if teacher in students:
         raise ValueError(f"{teacher} cannot distil from itself")
     if set(students) & set(models) and teacher is not None and teacher not in models and not teacher_path.exists():
@@ -98,10 +103,10 @@ def run_task2(dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, 
 
     test = SplitTensors(dataset.splits["test"])
     for name in models:
-        model = model_from_checkpoint(load_checkpoint(out / name / "best.pt", TASK))
+        model = model_from_checkpoint(load_checkpoint(out / name / "best.pt", TASK)).to(device)
         # Reported beside the plain accuracy, never as the headline: it doubles inference cost.
-        _, results["models"][name]["configs"]["RGB"]["test_acc_flip"] = evaluate(model, test, ChannelConfig("RGB"),
-                                                                                 flip=True)
+        _, results["models"][name]["configs"]["RGB"]["test_acc_flip"] = evaluate(
+            model, test, ChannelConfig("RGB"), device=device, flip=True)
         results["models"][name]["cpu_latency_ms_batch1"] = cpu_latency_ms(model, dataset.image_size)
         # On the inference form: the shallow net's RepVGG branches folded.
         results["models"][name]["weight_layers"] = count_weight_layers(model.resolve(ChannelConfig("RGB")))
