@@ -55,13 +55,30 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def train_in_processes(train: Callable[..., None], jobs: list[tuple], workers: int) -> None:
-    """``train(*job)`` for every job in ``workers`` one-thread processes; waits for all, re-raising the first error."""
-    from concurrent.futures import ProcessPoolExecutor
+def train_in_processes(train: Callable[..., None], jobs: list[tuple], workers: int,
+                       after: dict[int, int] | None = None) -> None:
+    """``train(*job)`` for every job in ``workers`` one-thread processes; waits for all, re-raising the first error.
 
+    ``after``: job index -> the index of a job that must finish first (a student after its
+    teacher); the others start in list order as workers free up.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    after = after or {}
     with ProcessPoolExecutor(workers, initializer=one_thread) as pool:
-        for done in [pool.submit(train, *job) for job in jobs]:
-            done.result()
+        running: dict = {}
+        finished: set[int] = set()
+        waiting = list(range(len(jobs)))
+        while waiting or running:
+            for i in [i for i in waiting if after.get(i) is None or after[i] in finished]:
+                waiting.remove(i)
+                running[pool.submit(train, *jobs[i])] = i
+            if not running:
+                raise ValueError(f"jobs {waiting} wait for jobs that never run")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+                finished.add(running.pop(future))
 
 
 def keep_results_text(text: str, target: Path) -> None:

@@ -77,7 +77,7 @@ def kept_results(args, key: str, seed: int) -> Path:
 
 
 def level(row: Row) -> int:
-    """Rows of one level train in parallel; a student waits for its teacher's level."""
+    """0 for a row without a teacher, else one more than its teacher's: the queue's order."""
     return 0 if row.teacher is None else level(ROW_BY_KEY[row.teacher]) + 1
 
 
@@ -265,9 +265,11 @@ def main() -> None:
 
         load_dataset(args.data, args.image_size)  # decode once into the cache the workers read
         plan = [(ROW_BY_KEY[k], s) for k in keys for s in (args.seeds if ROW_BY_KEY[k].every_seed else args.seeds[:1])]
-        for depth in sorted({level(row) for row, _ in plan}):  # teachers before their students
-            train_in_processes(train_row, [(row, seed, args) for row, seed in plan if level(row) == depth],
-                               args.workers)
+        plan.sort(key=lambda job: level(job[0]))  # teachers before students in the queue
+        index = {(row.key, seed): i for i, (row, seed) in enumerate(plan)}
+        # A student starts as soon as its own teacher (same seed) has finished, if that runs too.
+        after = {i: index[(row.teacher, seed)] for i, (row, seed) in enumerate(plan) if (row.teacher, seed) in index}
+        train_in_processes(train_row, [(row, seed, args) for row, seed in plan], args.workers, after)
     rows = load_rows(args)
     facts_file = kept_results(args, "onnx-facts", args.seeds[0])
     have_graphs = all((run_dir(args.out, k, args.seeds[0]) / ROW_BY_KEY[k].model / "best.pt").exists()

@@ -74,3 +74,27 @@ def test_task2_benchmark_trains_teachers_first_and_reports_the_ratio_per_seed(tm
     assert "ResNet34 / ours: 4.0×" in text and "Weight layers on our exported graph: 4" in text
     assert "| stride layout, labels only | 0.360 | 0.370 | 0.400 | 0.900 |" in text
     assert "| stride layout, distilled from the naive CNN (teacher lever) | not run |" in text
+
+
+def _record(folder: str, name: str, needs: str | None, seconds: float) -> None:
+    """A fake training job: fails if the job it must follow has not finished, then leaves a marker."""
+    import time
+
+    if needs is not None and not (Path(folder) / needs).exists():
+        raise AssertionError(f"{name} started before {needs} finished")
+    time.sleep(seconds)
+    (Path(folder) / name).write_text("done")
+
+
+def test_train_in_processes_starts_a_student_only_after_its_teacher(tmp_path):
+    from benchmarks.common import train_in_processes
+
+    jobs = [(str(tmp_path), "teacher", None, 0.5), (str(tmp_path), "other", None, 0.0),
+            (str(tmp_path), "student", "teacher", 0.0)]
+    train_in_processes(_record, jobs, workers=2, after={2: 0})
+    assert {p.name for p in tmp_path.iterdir()} == {"teacher", "other", "student"}
+    # Without the dependency the student would start while the teacher still runs, and fail.
+    (tmp_path / "x").mkdir()
+    with pytest.raises(AssertionError, match="student started before teacher"):
+        train_in_processes(_record, [(str(tmp_path / "x"), "teacher", None, 0.5),
+                                     (str(tmp_path / "x"), "student", "teacher", 0.0)], workers=2)
