@@ -113,3 +113,16 @@ def test_course_design_is_about_the_published_size():
 def test_adaptive_is_much_smaller_than_course():
     ours = sum(p.numel() for p in create_model("adaptive", num_classes=50).parameters())
     assert ours < 15.35e6 / 4
+
+
+@pytest.mark.parametrize("body", ["plain", "residual"])
+def test_static_baseline_has_the_adaptive_models_body(body):
+    """The export-latency baseline must differ from our model by its stem alone."""
+    from runtime.channels import ChannelConfig
+
+    rgb = ChannelConfig("RGB")
+    adaptive = create_model("adaptive", num_classes=10, body=body).eval()
+    static = create_model("static", num_classes=10, body=body).eval()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(static.body) == count(adaptive.resolve(rgb)[1])
+    assert type(static.body) is type(adaptive.body)

@@ -106,12 +106,15 @@ class StaticBackboneNet(nn.Module):
     multi_config = False
 
     def __init__(self, num_classes: int, channels: str = "RGB", stem_width: int = 32,
-                 widths: tuple[int, ...] = (48, 96, 192, 384), strides: tuple[int, ...] = (1, 2, 2, 2),
-                 dropout: float = 0.2) -> None:
+                 widths: tuple[int, ...] | None = None, strides: tuple[int, ...] = (1, 2, 2, 2),
+                 dropout: float = 0.2, body: str = "plain") -> None:
         super().__init__()
+        if body not in BODIES:
+            raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
+        body_class, default_widths = BODIES[body]  # the same body, defaults included, as AnyChannelNet's
         self.config = ChannelConfig.parse(channels)
         self.stem = conv_bn_relu(self.config.num_channels, stem_width, 3)
-        self.body = _Body(stem_width, widths, strides, num_classes, dropout)
+        self.body = body_class(stem_width, tuple(widths or default_widths), strides, num_classes, dropout)
 
     @property
     def supported_configs(self) -> tuple[ChannelConfig, ...]:
