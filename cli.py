@@ -132,7 +132,8 @@ def train(
             from train.task2 import DEFAULT_TEACHER, check_teacher
 
             teacher = DEFAULT_TEACHER if teacher is None else teacher
-            check_teacher(None if teacher == "none" else teacher)
+            teacher = None if teacher == "none" else teacher  # from here on, None means labels only
+            check_teacher(teacher)
         elif teacher is not None:
             raise ValueError("--teacher applies to task2 (task1's --distill is in-place distillation from RGB)")
         with ctx.node_first():  # one process per machine decodes into the cache; the others then read it
@@ -155,7 +156,7 @@ def train(
                               amp=amp)
             results = run_task2(dataset, _split_models(models or ",".join(MODELS), MODELS), out, cfg,
                                 resume=resume, train_eval_samples=train_eval_samples,
-                                teacher=None if teacher == "none" else teacher, ctx=ctx)
+                                teacher=teacher, ctx=ctx)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted: the last finished epoch is saved; rerun with --resume to continue", err=True)
         raise typer.Exit(code=130)

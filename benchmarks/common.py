@@ -48,6 +48,16 @@ def real_photo_parser(doc: str, out: str) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_seeds_and_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, row_keys: list[str]) -> list[str]:
+    """Turn ``--seeds`` into ints (in ``args``) and return the ``--rows`` asked for, refusing unknown ones."""
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    keys = list(row_keys) if args.rows == "all" else args.rows.split(",")
+    unknown = [k for k in keys if k not in row_keys]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {', '.join(row_keys)}")
+    return keys
+
+
 def one_thread() -> None:
     """Worker initialiser: one torch thread per process (see ``--workers`` in the training benchmarks)."""
     import torch

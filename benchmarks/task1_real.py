@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (keep_results_text, machine, real_photo_parser, spread,  # noqa: E402
-                               train_in_processes, write_section)
+from benchmarks.common import (keep_results_text, machine, parse_seeds_and_rows, real_photo_parser,  # noqa: E402
+                               spread, train_in_processes, write_section)
 from runtime.channels import CONFIG_NAMES, ChannelConfig  # noqa: E402
 from train.engine import TrainConfig  # noqa: E402
 from train.task1 import Task1Options  # noqa: E402
@@ -301,11 +301,7 @@ def main() -> None:
                         help="Only measure seconds per training view of ours and of each naive model, back to "
                              "back in one process (run it on a quiet machine), then rewrite the section.")
     args = parser.parse_args()
-    args.seeds = [int(s) for s in args.seeds.split(",")]
-    keys = list(ROW_BY_KEY) if args.rows == "all" else args.rows.split(",")
-    unknown = [k for k in keys if k not in ROW_BY_KEY]
-    if unknown:
-        parser.error(f"unknown rows {unknown}; choose from {', '.join(ROW_BY_KEY)}")
+    keys = parse_seeds_and_rows(parser, args, list(ROW_BY_KEY))
 
     t0 = time.perf_counter()
     if args.step_time:

@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (keep_results_text, machine, real_photo_parser, spread,  # noqa: E402
-                               train_in_processes, write_section)
+from benchmarks.common import (keep_results_text, machine, parse_seeds_and_rows, real_photo_parser,  # noqa: E402
+                               spread, train_in_processes, write_section)
 from train.engine import TrainConfig  # noqa: E402
 
 #: Layer layouts of the shallow net (``train.models.shallow``).
@@ -255,11 +255,7 @@ def main() -> None:
                         help="Rewrite the BENCHMARKS.md section from the finished rows without training "
                              "(with the ONNX facts when the run folders are here).")
     args = parser.parse_args()
-    args.seeds = [int(s) for s in args.seeds.split(",")]
-    keys = list(ROW_BY_KEY) if args.rows == "all" else args.rows.split(",")
-    unknown = [k for k in keys if k not in ROW_BY_KEY]
-    if unknown:
-        parser.error(f"unknown rows {unknown}; choose from {', '.join(ROW_BY_KEY)}")
+    keys = parse_seeds_and_rows(parser, args, list(ROW_BY_KEY))
     if not args.report_only:
         from train.data import load_dataset
 

@@ -70,6 +70,15 @@ BODIES: dict[str, tuple[type[nn.Module], tuple[int, ...]]] = {
 }
 
 
+def build_body(body: str, stem_width: int, widths: tuple[int, ...] | None, strides: tuple[int, ...],
+               num_classes: int, dropout: float, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> nn.Module:
+    """The named body of :data:`BODIES`, with its default widths unless ``widths`` is given."""
+    if body not in BODIES:
+        raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
+    body_class, default_widths = BODIES[body]
+    return body_class(stem_width, tuple(widths or default_widths), strides, num_classes, dropout, norm=norm)
+
+
 @register_model("adaptive")
 class AnyChannelNet(nn.Module):
     """Dynamic channel-adaptive stem + residual body; ``resolve(config)`` gives a static graph."""
@@ -81,12 +90,8 @@ class AnyChannelNet(nn.Module):
                  strides: tuple[int, ...] = (1, 2, 2, 2), num_kernels: int = 4, dropout: float = 0.2,
                  body: str = "plain") -> None:
         super().__init__()
-        if body not in BODIES:
-            raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
-        body_class, default_widths = BODIES[body]
         self.stem = ChannelAdaptiveStem(stem_width, num_kernels=num_kernels)
-        self.body = body_class(stem_width, tuple(widths or default_widths), strides, num_classes, dropout,
-                               norm=ConfigBatchNorm2d)
+        self.body = build_body(body, stem_width, widths, strides, num_classes, dropout, norm=ConfigBatchNorm2d)
 
     def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
         if config is None:
@@ -109,12 +114,9 @@ class StaticBackboneNet(nn.Module):
                  widths: tuple[int, ...] | None = None, strides: tuple[int, ...] = (1, 2, 2, 2),
                  dropout: float = 0.2, body: str = "plain") -> None:
         super().__init__()
-        if body not in BODIES:
-            raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
-        body_class, default_widths = BODIES[body]  # the same body, defaults included, as AnyChannelNet's
         self.config = ChannelConfig.parse(channels)
         self.stem = conv_bn_relu(self.config.num_channels, stem_width, 3)
-        self.body = body_class(stem_width, tuple(widths or default_widths), strides, num_classes, dropout)
+        self.body = build_body(body, stem_width, widths, strides, num_classes, dropout)  # AnyChannelNet's body
 
     @property
     def supported_configs(self) -> tuple[ChannelConfig, ...]:
