@@ -48,6 +48,11 @@ def real_photo_parser(doc: str, out: str) -> argparse.ArgumentParser:
     return parser
 
 
+def budget_name(args: argparse.Namespace) -> str:
+    """``<epochs>ep-<size>px``: names run folders and kept results, so two budgets never share one."""
+    return f"{args.epochs}ep-{args.image_size}px"
+
+
 def parse_seeds_and_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, row_keys: list[str]) -> list[str]:
     """Turn ``--seeds`` into ints (in ``args``) and return the ``--rows`` asked for, refusing unknown ones."""
     args.seeds = [int(s) for s in args.seeds.split(",")]

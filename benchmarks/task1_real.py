@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (keep_results_text, machine, parse_seeds_and_rows, real_photo_parser,  # noqa: E402
-                               spread, train_in_processes, write_section)
+from benchmarks.common import (budget_name, keep_results_text, machine, parse_seeds_and_rows,  # noqa: E402
+                               real_photo_parser, spread, train_in_processes, write_section)
 from runtime.channels import CONFIG_NAMES, ChannelConfig  # noqa: E402
 from train.engine import TrainConfig  # noqa: E402
 from train.task1 import Task1Options  # noqa: E402
@@ -76,11 +76,24 @@ RESULTS = Path(__file__).resolve().parent / "results" / "task1-real"
 
 
 def results_dir(args) -> Path:
-    return RESULTS / f"{args.epochs}ep-{args.image_size}px"
+    return RESULTS / budget_name(args)
 
 
-def run_dir(out: Path, row: Row, seed: int) -> Path:
-    return out / f"{row.key}-seed{seed}"
+#: The budget of the main BENCHMARKS.md section; other budgets get a section of their own.
+MAIN_BUDGET = (8, 32)
+
+
+def section_name(args) -> str:
+    """``task1-real`` for the main budget, ``task1-real-<E>ep-<S>px`` for any other, so runs at
+    other budgets sit beside the main table instead of replacing it."""
+    if (args.epochs, args.image_size) == MAIN_BUDGET:
+        return "task1-real"
+    return f"task1-real-{args.epochs}ep-{args.image_size}px"
+
+
+def run_dir(args, row: Row, seed: int) -> Path:
+    """A row's run folder for one seed, under its budget (resuming never mixes two budgets)."""
+    return args.out / budget_name(args) / f"{row.key}-seed{seed}"
 
 
 def kept_results(args, row: Row, seed: int) -> Path:
@@ -94,10 +107,10 @@ def train_row(row: Row, seed: int, args, dataset=None) -> None:
     dataset = dataset or load_dataset(args.data, args.image_size)  # the decoded cache, when in a worker
     cfg = TrainConfig(epochs=args.epochs * row.epoch_factor, seed=seed)
     t0 = time.perf_counter()
-    run_task1(dataset, [row.model], run_dir(args.out, row, seed), cfg, resume=True, options=row.options,
+    run_task1(dataset, [row.model], run_dir(args, row, seed), cfg, resume=True, options=row.options,
               log=lambda line: print(line, flush=True))
     print(f"== {row.key} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-    keep_results_text((run_dir(args.out, row, seed) / "results.json").read_text(), kept_results(args, row, seed))
+    keep_results_text((run_dir(args, row, seed) / "results.json").read_text(), kept_results(args, row, seed))
 
 
 def step_time_file(args) -> Path:
@@ -159,7 +172,7 @@ def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for row in ROWS:
         for seed in (seeds if row.every_seed else seeds[:1]):
-            path = run_dir(args.out, row, seed) / "results.json"
+            path = run_dir(args, row, seed) / "results.json"
             if not path.exists():
                 path = kept_results(args, row, seed)
             if path.exists():
@@ -187,10 +200,11 @@ def mean_acc(entries: list[dict]) -> float:
 def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
     seeds = sorted({e["seed"] for e in rows.get("ours", [])})
     lines = [
-        "## Task 1 on real photos (tiny-imagenet-50, test split, 2,500 images)",
+        f"## Task 1 on real photos (tiny-imagenet-50, test split, 2,500 images, {args.image_size} px)",
         "",
         f"Command: `python benchmarks/task1_real.py --epochs {args.epochs} --image-size {args.image_size} "
-        f"--seeds {','.join(map(str, args.seeds))} --workers {args.workers}`  ",
+        f"--seeds {','.join(map(str, args.seeds))}"
+        + (f" --rows {args.rows}" if getattr(args, "rows", "all") != "all" else "") + f" --workers {args.workers}`  ",
         f"Machine: {machine()}  ",
         f"Budget: {args.epochs} epochs over the same 22,500 training images for every row (AdamW, one-cycle, "
         f"label smoothing 0.1, crop+flip), {args.image_size} px, batches of 128 views (image × configuration)."
@@ -223,10 +237,7 @@ def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
         "|---|" + "---|" * (len(CONFIG_NAMES) + 6),
     ]
     naive_flops = rows["naive"][0]["train_flops"] if "naive" in rows else None
-    for row in ROWS:
-        if row.key not in rows:
-            lines.append(f"| {row.label} | " + " | ".join("–" for _ in CONFIG_NAMES) + " | not run | | | | | |")
-            continue
+    for row in (r for r in ROWS if r.key in rows):  # rows not run at this budget are left out
         e = rows[row.key][0]
         cells = [f"{e['configs'][c]['test_acc']:.3f}" if c in e["configs"] else "–" for c in CONFIG_NAMES]
         ratio = f"{e['train_flops'] / naive_flops:.2f}×" if naive_flops else "–"
@@ -321,7 +332,7 @@ def main() -> None:
             train_in_processes(train_row, [(row, seed, args) for row, seed in plan], args.workers)
     wall = None if args.report_only else time.perf_counter() - t0
     body = report(load_rows(args, args.seeds), args, wall)
-    write_section("task1-real", body)
+    write_section(section_name(args), body)
     print(body)
 
 

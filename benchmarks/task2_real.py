@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (keep_results_text, machine, parse_seeds_and_rows, real_photo_parser,  # noqa: E402
-                               spread, train_in_processes, write_section)
+from benchmarks.common import (budget_name, keep_results_text, machine, parse_seeds_and_rows,  # noqa: E402
+                               real_photo_parser, spread, train_in_processes, write_section)
 from train.engine import TrainConfig  # noqa: E402
 
 #: Layer layouts of the shallow net (``train.models.shallow``).
@@ -66,14 +66,15 @@ OURS, REFERENCE = "maxpool-kd-naive", "resnet34"
 RESULTS = Path(__file__).resolve().parent / "results" / "task2-real"
 
 
-def run_dir(out: Path, key: str, seed: int) -> Path:
-    """A row's run folder for one seed (resumable; holds the model's checkpoints and results.json)."""
-    return out / f"{key}-seed{seed}"
+def run_dir(args, key: str, seed: int) -> Path:
+    """A row's run folder for one seed under its budget (resumable; holds the model's checkpoints
+    and results.json; resuming never mixes two budgets)."""
+    return args.out / budget_name(args) / f"{key}-seed{seed}"
 
 
 def kept_results(args, key: str, seed: int) -> Path:
     """Where a finished row's results.json is kept (committed), one folder per budget."""
-    return RESULTS / f"{args.epochs}ep-{args.image_size}px" / f"{key}-seed{seed}.json"
+    return RESULTS / budget_name(args) / f"{key}-seed{seed}.json"
 
 
 def level(row: Row) -> int:
@@ -88,11 +89,11 @@ def train_row(row: Row, seed: int, args, dataset=None) -> None:
 
     dataset = dataset or load_dataset(args.data, args.image_size)  # the decoded cache, when in a worker
     t0 = time.perf_counter()
-    out = run_dir(args.out, row.key, seed)
+    out = run_dir(args, row.key, seed)
     teacher = ROW_BY_KEY[row.teacher].model if row.teacher else None
     run_task2(dataset, [row.model], out, TrainConfig(epochs=args.epochs, seed=seed), resume=True,
               log=lambda line: print(f"{row.key}-seed{seed} {line}", flush=True), teacher=teacher,
-              teacher_dir=run_dir(args.out, row.teacher, seed) if row.teacher else None,
+              teacher_dir=run_dir(args, row.teacher, seed) if row.teacher else None,
               model_kwargs={row.model: row.kwargs}, students=(row.model,))
     print(f"== {row.key} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     keep_results_text((out / "results.json").read_text(), kept_results(args, row.key, seed))
@@ -103,7 +104,7 @@ def load_rows(args) -> dict[str, list[dict]]:
     found: dict[str, list[dict]] = {}
     for row in ROWS:
         for seed in args.seeds if row.every_seed else args.seeds[:1]:
-            path = run_dir(args.out, row.key, seed) / "results.json"
+            path = run_dir(args, row.key, seed) / "results.json"
             path = path if path.exists() else kept_results(args, row.key, seed)
             if path.exists():
                 results = json.loads(path.read_text())
@@ -133,8 +134,8 @@ def onnx_facts(args, seed: int) -> dict[str, dict[str, float]]:
     options.intra_op_num_threads = available_cores()
     for key in (REFERENCE, OURS):
         model = ROW_BY_KEY[key].model
-        exported = export_task("task2", model=model, checkpoint=run_dir(args.out, key, seed) / model / "best.pt",
-                               out=args.out / f"onnx-{key}-seed{seed}")
+        exported = export_task("task2", model=model, checkpoint=run_dir(args, key, seed) / model / "best.pt",
+                               out=args.out / budget_name(args) / f"onnx-{key}-seed{seed}")
         path = exported.out_dir / exported.records[0].file
         ops = [n.op_type for n in onnx.load(str(path)).graph.node]
         facts[key] = {"weight_layers": sum(op in ("Conv", "Gemm", "MatMul") for op in ops)}
@@ -268,7 +269,7 @@ def main() -> None:
         train_in_processes(train_row, [(row, seed, args) for row, seed in plan], args.workers, after)
     rows = load_rows(args)
     facts_file = kept_results(args, "onnx-facts", args.seeds[0])
-    have_graphs = all((run_dir(args.out, k, args.seeds[0]) / ROW_BY_KEY[k].model / "best.pt").exists()
+    have_graphs = all((run_dir(args, k, args.seeds[0]) / ROW_BY_KEY[k].model / "best.pt").exists()
                       for k in (REFERENCE, OURS))
     if have_graphs and not (args.report_only and facts_file.exists()):  # --report-only keeps the timed figures
         facts = onnx_facts(args, args.seeds[0])

@@ -98,3 +98,19 @@ def test_train_in_processes_starts_a_student_only_after_its_teacher(tmp_path):
     with pytest.raises(AssertionError, match="student started before teacher"):
         train_in_processes(_record, [(str(tmp_path / "x"), "teacher", None, 0.5),
                                      (str(tmp_path / "x"), "student", "teacher", 0.0)], workers=2)
+
+
+def test_task1_benchmark_keeps_budgets_apart(tmp_path):
+    import argparse
+
+    from benchmarks import task1_real
+
+    main = argparse.Namespace(epochs=8, image_size=32, out=tmp_path)
+    larger = argparse.Namespace(epochs=8, image_size=64, out=tmp_path)
+    row = task1_real.ROW_BY_KEY["ours"]
+    # Another image size resumes from its own folders and writes its own BENCHMARKS.md section.
+    assert task1_real.run_dir(main, row, 0) != task1_real.run_dir(larger, row, 0)
+    assert task1_real.run_dir(larger, row, 0) == tmp_path / "8ep-64px" / "ours-seed0"
+    assert task1_real.section_name(main) == "task1-real"
+    assert task1_real.section_name(larger) == "task1-real-8ep-64px"
+    assert task1_real.results_dir(larger).name == "8ep-64px"

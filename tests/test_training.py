@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -87,6 +88,10 @@ def test_resume_with_other_settings_is_refused(tmp_path, small_dataset):
         with pytest.raises(CheckpointError, match="model options .* starting from random weights"):
             fit(model, spec, small_dataset, tmp_path / "a", TrainConfig(epochs=1, batch_size=128), "task1",
                 resume=True, log=lambda _: None)
+    # Other data: the same recipe at another image size, or other decoded content.
+    for other in (replace(small_dataset, image_size=24), replace(small_dataset, fingerprint="other")):
+        with pytest.raises(CheckpointError, match="trained on other data .* resume with the same data"):
+            _train(other, tmp_path / "a", epochs=1, resume=True)
 
 
 def test_checkpoint_errors(tmp_path, task1_run):

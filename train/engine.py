@@ -235,6 +235,15 @@ def _settings_match(saved: dict[str, Any], cfg: TrainConfig) -> bool:
     return {**asdict(TrainConfig()), **saved} == asdict(cfg)
 
 
+#: What identifies the data a checkpoint was trained on; resume refuses any change.
+_DATA_KEYS = ("dataset", "image_size", "data_fingerprint")
+
+
+def _describe_data(data: dict[str, Any]) -> str:
+    fingerprint = str(data.get("data_fingerprint") or "?")[:12]
+    return f"{data.get('dataset')} at {data.get('image_size')} px, fingerprint {fingerprint}"
+
+
 def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: TrainConfig, task: str,
         resume: bool = False, loss_fn: LossFn | None = None,
         log: Callable[[str], None] = print, ctx: DistContext | None = None) -> dict[str, Any]:
@@ -289,6 +298,15 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
                 f"{last_path} was written for model options {state.get('model_kwargs')} starting from "
                 f"{state.get('init') or 'random weights'}, not {dict(spec.model_kwargs)} from "
                 f"{spec.init or 'random weights'}; resume with the same options or use a fresh --out"
+            )
+        # Other data: another image size, set or decoded content would silently continue
+        # a model trained on something else (and label it with this run's budget).
+        trained_on = {k: state.get(k) for k in _DATA_KEYS}
+        wanted = {k: meta[k] for k in _DATA_KEYS}
+        if trained_on != wanted:
+            raise CheckpointError(
+                f"{last_path} was trained on other data ({_describe_data(trained_on)}), not "
+                f"{_describe_data(wanted)}; resume with the same data and --image-size or use a fresh --out"
             )
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
