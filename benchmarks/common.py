@@ -53,6 +53,17 @@ def budget_name(args: argparse.Namespace) -> str:
     return f"{args.epochs}ep-{args.image_size}px"
 
 
+def is_main_budget(args: argparse.Namespace, main_budget: tuple[int, int]) -> bool:
+    return (args.epochs, args.image_size) == main_budget
+
+
+def budget_section(base: str, args: argparse.Namespace, main_budget: tuple[int, int]) -> str:
+    """The BENCHMARKS.md section for ``args``' budget: ``base`` for the main (epochs, size),
+    ``base-<E>ep-<S>px`` for any other, so a run at another budget sits beside the main table
+    instead of replacing it."""
+    return base if is_main_budget(args, main_budget) else f"{base}-{budget_name(args)}"
+
+
 def parse_seeds_and_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, row_keys: list[str]) -> list[str]:
     """Turn ``--seeds`` into ints (in ``args``) and return the ``--rows`` asked for, refusing unknown ones."""
     args.seeds = [int(s) for s in args.seeds.split(",")]

@@ -35,7 +35,8 @@ from runtime import ChannelConfig, Classifier  # noqa: E402
 from runtime.bench import latency, percentile  # noqa: E402
 from runtime.device import available_cores  # noqa: E402
 
-CHECKPOINTS = (ROOT / "artifacts/task1/adaptive/best.pt", ROOT / "artifacts/bench/task1-real/adaptive/best.pt")
+CHECKPOINTS = (ROOT / "artifacts/task1/adaptive/best.pt",
+               ROOT / "artifacts/bench/task1-real/8ep-32px/ours-seed0/adaptive/best.pt")
 OUT = ROOT / "artifacts/bench/runtime"
 TARGET_SECONDS, TARGET_MB = 0.5, 150
 

@@ -5,9 +5,9 @@
 Every row trains on ../shared/data/tiny-imagenet-50 with the same epochs, recipe and
 augmentation, and reports test accuracy per configuration beside its training compute
 (FLOPs of every forward and backward pass, from torch's counter, and wall seconds). Each
-row is its own run folder under --out, resumable, so an interrupted benchmark continues
-where it stopped (--resume) and --report-only rebuilds the BENCHMARKS.md section from
-whatever rows have finished. `naive` and `ours` run once per seed; the other rows once.
+row is its own run folder under --out/<epochs>ep-<size>px/, resumable, so an interrupted
+benchmark continues where it stopped (--resume) and --report-only rebuilds the BENCHMARKS.md
+section of that budget from whatever rows have finished. `naive` and `ours` run once per seed; the other rows once.
 """
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (budget_name, keep_results_text, machine, parse_seeds_and_rows,  # noqa: E402
-                               real_photo_parser, spread, train_in_processes, write_section)
+from benchmarks.common import (budget_name, budget_section, is_main_budget, keep_results_text,  # noqa: E402
+                               machine, parse_seeds_and_rows, real_photo_parser, spread,
+                               train_in_processes, write_section)
 from runtime.channels import CONFIG_NAMES, ChannelConfig  # noqa: E402
 from train.engine import TrainConfig  # noqa: E402
 from train.task1 import Task1Options  # noqa: E402
@@ -79,16 +80,8 @@ def results_dir(args) -> Path:
     return RESULTS / budget_name(args)
 
 
-#: The budget of the main BENCHMARKS.md section; other budgets get a section of their own.
+#: (epochs, image size) of the main BENCHMARKS.md section; other budgets get a section of their own.
 MAIN_BUDGET = (8, 32)
-
-
-def section_name(args) -> str:
-    """``task1-real`` for the main budget, ``task1-real-<E>ep-<S>px`` for any other, so runs at
-    other budgets sit beside the main table instead of replacing it."""
-    if (args.epochs, args.image_size) == MAIN_BUDGET:
-        return "task1-real"
-    return f"task1-real-{args.epochs}ep-{args.image_size}px"
 
 
 def run_dir(args, row: Row, seed: int) -> Path:
@@ -200,7 +193,9 @@ def mean_acc(entries: list[dict]) -> float:
 def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
     seeds = sorted({e["seed"] for e in rows.get("ours", [])})
     lines = [
-        f"## Task 1 on real photos (tiny-imagenet-50, test split, 2,500 images, {args.image_size} px)",
+        "## Task 1 on real photos (tiny-imagenet-50, test split, 2,500 images, "
+        + (f"{args.image_size} px)" if is_main_budget(args, MAIN_BUDGET)
+           else f"{args.epochs} epochs, {args.image_size} px)"),
         "",
         f"Command: `python benchmarks/task1_real.py --epochs {args.epochs} --image-size {args.image_size} "
         f"--seeds {','.join(map(str, args.seeds))}"
@@ -332,7 +327,7 @@ def main() -> None:
             train_in_processes(train_row, [(row, seed, args) for row, seed in plan], args.workers)
     wall = None if args.report_only else time.perf_counter() - t0
     body = report(load_rows(args, args.seeds), args, wall)
-    write_section(section_name(args), body)
+    write_section(budget_section("task1-real", args, MAIN_BUDGET), body)
     print(body)
 
 

@@ -5,10 +5,11 @@
 Every row trains on ../shared/data/tiny-imagenet-50 with the same epochs and recipe (AdamW,
 one-cycle, label smoothing, crop+flip). The reference (ResNet34), the teacher (task 1's naive
 CNN on RGB) and our shallow net run once per seed; the ablation rows, one lever each, once.
-Each row is its own resumable run folder under --out; its results.json is kept in
-benchmarks/results/task2-real/ (committed), so --report-only rebuilds the BENCHMARKS.md section
-on any clone. The report also exports ResNet34 and our net to ONNX, counts the weight layers
-on the exported graphs and measures onnxruntime CPU latency at batch 1, interleaved.
+Each row is its own resumable run folder under --out/<epochs>ep-<size>px/; its results.json
+is kept in benchmarks/results/task2-real/<epochs>ep-<size>px/ (committed), so --report-only
+rebuilds the BENCHMARKS.md section on any clone. The report also exports ResNet34 and our net
+to ONNX, counts the weight layers on the exported graphs and measures onnxruntime CPU latency
+at batch 1, interleaved.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (budget_name, keep_results_text, machine, parse_seeds_and_rows,  # noqa: E402
-                               real_photo_parser, spread, train_in_processes, write_section)
+from benchmarks.common import (budget_name, budget_section, is_main_budget, keep_results_text,  # noqa: E402
+                               machine, parse_seeds_and_rows, real_photo_parser, spread,
+                               train_in_processes, write_section)
 from train.engine import TrainConfig  # noqa: E402
 
 #: Layer layouts of the shallow net (``train.models.shallow``).
@@ -64,6 +66,8 @@ ROWS: tuple[Row, ...] = (
 ROW_BY_KEY = {r.key: r for r in ROWS}
 OURS, REFERENCE = "maxpool-kd-naive", "resnet34"
 RESULTS = Path(__file__).resolve().parent / "results" / "task2-real"
+#: (epochs, image size) of the main BENCHMARKS.md section; other budgets get a section of their own.
+MAIN_BUDGET = (10, 32)
 
 
 def run_dir(args, key: str, seed: int) -> Path:
@@ -170,7 +174,8 @@ def report(rows: dict[str, list[dict]], args, facts: dict[str, dict[str, float]]
     ratios = [o / r for o, r in zip(accuracies(ours), accuracies(ref))]
     flip_ratios = [o / r for o, r in zip(accuracies(ours, "test_acc_flip"), accuracies(ref, "test_acc_flip"))]
     lines = [
-        "## Task 2 on real photos (tiny-imagenet-50, test split, 2,500 images)",
+        "## Task 2 on real photos (tiny-imagenet-50, test split, 2,500 images"
+        + ("" if is_main_budget(args, MAIN_BUDGET) else f", {args.epochs} epochs, {args.image_size} px") + ")",
         "",
         f"Command: `python benchmarks/task2_real.py --epochs {args.epochs} --image-size {args.image_size} "
         f"--seeds {','.join(map(str, args.seeds))} --workers {args.workers}`  ",
@@ -277,7 +282,7 @@ def main() -> None:
     else:
         facts = json.loads(facts_file.read_text()) if facts_file.exists() else None
     body = report(rows, args, facts)
-    write_section("task2-real", body)
+    write_section(budget_section("task2-real", args, MAIN_BUDGET), body)
     print(body)
 
 

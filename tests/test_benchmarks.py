@@ -103,7 +103,8 @@ def test_train_in_processes_starts_a_student_only_after_its_teacher(tmp_path):
 def test_task1_benchmark_keeps_budgets_apart(tmp_path):
     import argparse
 
-    from benchmarks import task1_real
+    from benchmarks import task1_real, task2_real
+    from benchmarks.common import budget_section
 
     main = argparse.Namespace(epochs=8, image_size=32, out=tmp_path)
     larger = argparse.Namespace(epochs=8, image_size=64, out=tmp_path)
@@ -111,6 +112,8 @@ def test_task1_benchmark_keeps_budgets_apart(tmp_path):
     # Another image size resumes from its own folders and writes its own BENCHMARKS.md section.
     assert task1_real.run_dir(main, row, 0) != task1_real.run_dir(larger, row, 0)
     assert task1_real.run_dir(larger, row, 0) == tmp_path / "8ep-64px" / "ours-seed0"
-    assert task1_real.section_name(main) == "task1-real"
-    assert task1_real.section_name(larger) == "task1-real-8ep-64px"
+    assert budget_section("task1-real", main, task1_real.MAIN_BUDGET) == "task1-real"
+    assert budget_section("task1-real", larger, task1_real.MAIN_BUDGET) == "task1-real-8ep-64px"
     assert task1_real.results_dir(larger).name == "8ep-64px"
+    assert task2_real.run_dir(larger, "naive", 1) == tmp_path / "8ep-64px" / "naive-seed1"
+    assert budget_section("task2-real", larger, task2_real.MAIN_BUDGET) == "task2-real-8ep-64px"

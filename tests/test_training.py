@@ -90,7 +90,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, small_dataset):
                 resume=True, log=lambda _: None)
     # Other data: the same recipe at another image size, or other decoded content.
     for other in (replace(small_dataset, image_size=24), replace(small_dataset, fingerprint="other")):
-        with pytest.raises(CheckpointError, match="trained on other data .* resume with the same data"):
+        with pytest.raises(CheckpointError, match="trained on other data .* use the same data and --image-size"):
             _train(other, tmp_path / "a", epochs=1, resume=True)
 
 

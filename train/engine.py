@@ -235,13 +235,21 @@ def _settings_match(saved: dict[str, Any], cfg: TrainConfig) -> bool:
     return {**asdict(TrainConfig()), **saved} == asdict(cfg)
 
 
-#: What identifies the data a checkpoint was trained on; resume refuses any change.
-_DATA_KEYS = ("dataset", "image_size", "data_fingerprint")
+#: What identifies the data a checkpoint was trained on: its decoded content and image size
+#: (not the folder's name, so moved or renamed data still resumes).
+_DATA_KEYS = ("image_size", "data_fingerprint")
 
 
-def _describe_data(data: dict[str, Any]) -> str:
-    fingerprint = str(data.get("data_fingerprint") or "?")[:12]
-    return f"{data.get('dataset')} at {data.get('image_size')} px, fingerprint {fingerprint}"
+def _describe_data(meta: dict[str, Any]) -> str:
+    return f"{meta.get('dataset')} at {meta.get('image_size')} px, fingerprint {str(meta.get('data_fingerprint'))[:12]}"
+
+
+def check_same_data(meta: dict[str, Any], dataset: Dataset, what: str) -> None:
+    """Refuse ``meta`` (a checkpoint's) made from other data than ``dataset``: another image size or content."""
+    wanted = {"dataset": dataset.name, "image_size": dataset.image_size, "data_fingerprint": dataset.fingerprint}
+    if any(meta.get(k) != wanted[k] for k in _DATA_KEYS):
+        raise CheckpointError(f"{what} was trained on other data ({_describe_data(meta)}), not "
+                              f"{_describe_data(wanted)}; use the same data and --image-size, or a fresh --out")
 
 
 def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: TrainConfig, task: str,
@@ -290,7 +298,8 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
                 or state.get("strategy") != strategy.describe()):
             raise CheckpointError(
                 f"{last_path} was written with different settings ({state['train_config']}, "
-                f"{state.get('strategy')}); resume with the same options or use a fresh --out"
+                f"{state.get('strategy')}), not ({asdict(cfg)}, {strategy.describe()}); resume with the "
+                "same options or use a fresh --out"
             )
         # Another network (--backbone, --body) or other starting weights (--init, --pretrained).
         if state.get("model_kwargs") != dict(spec.model_kwargs) or state.get("init") != spec.init:
@@ -299,15 +308,9 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
                 f"{state.get('init') or 'random weights'}, not {dict(spec.model_kwargs)} from "
                 f"{spec.init or 'random weights'}; resume with the same options or use a fresh --out"
             )
-        # Other data: another image size, set or decoded content would silently continue
-        # a model trained on something else (and label it with this run's budget).
-        trained_on = {k: state.get(k) for k in _DATA_KEYS}
-        wanted = {k: meta[k] for k in _DATA_KEYS}
-        if trained_on != wanted:
-            raise CheckpointError(
-                f"{last_path} was trained on other data ({_describe_data(trained_on)}), not "
-                f"{_describe_data(wanted)}; resume with the same data and --image-size or use a fresh --out"
-            )
+        # Other data would silently continue a model trained on something else (and label it
+        # with this run's budget).
+        check_same_data(state, dataset, str(last_path))
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

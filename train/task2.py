@@ -11,7 +11,7 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import Dataset, SplitTensors
 from .distill import distillation_loss_fn
 from .distributed import DistContext
-from .engine import RunSpec, TrainConfig, evaluate, resolve_device
+from .engine import RunSpec, TrainConfig, check_same_data, evaluate, resolve_device
 from .models.shallow import count_weight_layers
 from .report import write_reports
 from .task1 import run_task
@@ -88,7 +88,9 @@ def run_task2(dataset: Dataset, models: list[str], out: Path, cfg: TrainConfig, 
         if spec.model not in students or teacher is None:
             return {}
         log(f"[{spec.run_name}] distilling from {teacher_path}")
-        teacher_model = model_from_checkpoint(load_checkpoint(teacher_path, TASK)).to(device)
+        teacher_ckpt = load_checkpoint(teacher_path, TASK)
+        check_same_data(teacher_ckpt, dataset, f"teacher {teacher_path}")
+        teacher_model = model_from_checkpoint(teacher_ckpt).to(device)
         return {"loss_fn": distillation_loss_fn(teacher_model, label_smoothing=cfg.label_smoothing)}
 
     def specs_for(model: str) -> list[RunSpec]:
