@@ -150,6 +150,14 @@ def test_task2_teacher_choice(tmp_path, synthetic_dataset):
     run_task2(small, ["resnet34"], tmp_path / "c", cfg, train_eval_samples=64, log=logs.append,
               teacher_dir=tmp_path / "t", students=("resnet34",))
     assert any(f"[resnet34] distilling from {tmp_path / 't' / 'naive' / 'best.pt'}" in line for line in logs)
+    # A teacher made from other data (here: other decoded content) is refused by name.
+    from dataclasses import replace
+
+    from train.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="teacher .*naive/best.pt was trained on other data"):
+        run_task2(replace(small, fingerprint="other"), ["shallow"], tmp_path / "e", cfg, train_eval_samples=64,
+                  log=lambda _: None, teacher_dir=tmp_path / "t")
     # A teacher trained in this run trains first and is read from this run, whatever teacher_dir says.
     logs.clear()
     results = run_task2(small, ["naive", "resnet34"], tmp_path / "d", cfg, train_eval_samples=64, log=logs.append,
