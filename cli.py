@@ -59,7 +59,8 @@ def train(
     task: Task = typer.Argument(..., help="task1: any-channel model vs baselines; task2: shallow vs ResNet34."),
     data: Optional[str] = typer.Option(None, help="Dataset folder (file lists or ImageFolder); default: embedded synthetic set."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per model (default: 6 for task1, 12 for task2)."),
-    image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default 32)."),
+    image_size: Optional[int] = typer.Option(
+        None, help="Input side in pixels (default: 32 for the embedded set, 64 for a dataset folder)."),
     batch_size: int = typer.Option(128),
     lr: float = typer.Option(2e-3, help="Peak learning rate of the one-cycle schedule."),
     models: Optional[str] = typer.Option(None, help="Comma list; task1: adaptive,naive,course; "
