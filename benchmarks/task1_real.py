@@ -200,7 +200,7 @@ def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
         "",
         f"Command: `python benchmarks/task1_real.py --epochs {args.epochs} --image-size {args.image_size} "
         f"--seeds {','.join(map(str, args.seeds))}"
-        + (f" --rows {args.rows}" if getattr(args, "rows", "all") != "all" else "") + f" --workers {args.workers}`  ",
+        + (f" --rows {args.rows}" if args.rows != "all" else "") + f" --workers {args.workers}`  ",
         f"Machine: {machine()}  ",
         f"Budget: {args.epochs} epochs over the same 22,500 training images for every row (AdamW, one-cycle, "
         f"label smoothing 0.1, crop+flip), {args.image_size} px, batches of 128 views (image × configuration)."

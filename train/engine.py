@@ -147,11 +147,14 @@ def checkpoint_meta(spec: RunSpec, dataset: Dataset, task: str) -> dict[str, Any
         "model_kwargs": dict(spec.model_kwargs),
         "configs": [c.name for c in spec.configs],
         "class_names": list(dataset.class_names),
-        "image_size": dataset.image_size,
-        "dataset": dataset.name,
-        "data_fingerprint": dataset.fingerprint,
+        **data_meta(dataset),
         "init": spec.init,
     }
+
+
+def data_meta(dataset: Dataset) -> dict[str, Any]:
+    """The data a checkpoint was trained on: its set's name, image size and content fingerprint."""
+    return {"image_size": dataset.image_size, "dataset": dataset.name, "data_fingerprint": dataset.fingerprint}
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
@@ -246,7 +249,7 @@ def _describe_data(meta: dict[str, Any]) -> str:
 
 def check_same_data(meta: dict[str, Any], dataset: Dataset, what: str) -> None:
     """Refuse ``meta`` (a checkpoint's) made from other data than ``dataset``: another image size or content."""
-    wanted = {"dataset": dataset.name, "image_size": dataset.image_size, "data_fingerprint": dataset.fingerprint}
+    wanted = data_meta(dataset)
     if any(meta.get(k) != wanted[k] for k in _DATA_KEYS):
         raise CheckpointError(f"{what} was trained on other data ({_describe_data(meta)}), not "
                               f"{_describe_data(wanted)}; use the same data and --image-size, or a fresh --out")
