@@ -73,7 +73,8 @@ def train(
     strategy: str = typer.Option("joint", help="task1, our model: 'joint' (several configurations every step) or "
                                                "'sampled' (one drawn per batch, the earlier recipe)."),
     configs_per_step: int = typer.Option(7, help="joint: configurations per step (7 = all; fewer are drawn by "
-                                                 "the sandwich rule: RGB, a one-channel one, the rest at random)."),
+                                                 "the sandwich rule: RGB, a one-channel one, the rest at random; "
+                                                 "N/7 of the compute, e.g. 3 for under half)."),
     share_images: bool = typer.Option(False, "--share-images/--split-images",
                                       help="joint: all configurations of a step see the same images, or each "
                                            "its own (--batch-size counts views: images x configurations)."),

@@ -117,3 +117,30 @@ def test_task1_benchmark_keeps_budgets_apart(tmp_path):
     assert task1_real.results_dir(larger).name == "8ep-64px"
     assert task2_real.run_dir(larger, "naive", 1) == tmp_path / "8ep-64px" / "naive-seed1"
     assert budget_section("task2-real", larger, task2_real.MAIN_BUDGET) == "task2-real-8ep-64px"
+
+
+def test_task1_report_gives_the_share_ceiling_and_the_half_compute_variant(tmp_path):
+    import argparse
+
+    from benchmarks import task1_real
+
+    def entry(seed: int, flops: float, **acc: float) -> dict:
+        return {"configs": {c: {"test_acc": a} for c, a in acc.items()}, "seed": seed, "train_flops": flops,
+                "train_seconds": 100.0, "train_views": 1000, "params": 4e5}
+
+    names = task1_real.CONFIG_NAMES
+    naive = [entry(s, 1e14, **dict.fromkeys(names, .40)) for s in (0, 1)]
+    ours = [entry(s, 1e14, **{c: (.50 if len(c) > 1 else .45) for c in names}) for s in (0, 1)]
+    half = [entry(s, .44e14, **{c: (.44 if c != "R" else .39) for c in names}) for s in (0, 1)]
+    rows = {"naive": naive, "ours": ours, "sandwich-own": half,
+            "rgb-only-same-flops": [entry(0, 1e14, RGB=.50)], "b-only-same-flops": [entry(0, 1e14, B=.44)],
+            "r-only-same-flops": [entry(0, 1e14, R=.45), entry(1, 1e14, R=.43)]}
+    args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], rows="all", workers=2, out=tmp_path)
+    text = task1_real.report(rows, args, wall=None)
+    assert ("The ceiling of that share (seeds 0,1): our network trained on one plane alone at ours' FLOPs keeps "
+            "R 88% (0.440), B 88% (0.440) of the same network trained on RGB alone") in text
+    assert "ours keeps R 90%, B 90% of its own RGB." in text
+    assert "+3.3 points, ≥ naive on 6/7 (-1.0 to +4.0 points), 0.44× the naive set's FLOPs" in text
+    # The variant and every control appear in the ablation, rows not run do not.
+    assert "| variant: sandwich (RGB, one 1-channel, one other per step), each its own images | 0.440 |" in text
+    assert "control: our network on R alone" in text and "control: our network on G alone" not in text

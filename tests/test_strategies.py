@@ -123,6 +123,21 @@ def test_sandwich_keeps_the_widest_and_a_narrowest_configuration():
     assert trained == {g.config.name for g in groups} and len(trained) == 3
 
 
+def test_sandwich_on_own_images_shows_each_image_three_times_per_epoch():
+    """``--configs-per-step 3`` alone: three configurations per step, each on its own images (3/7 of the views)."""
+    split = _id_split(n=72)
+    strategy = JointConfigs(configs_per_step=3)
+    steps = list(strategy.steps(split, 72, torch.Generator().manual_seed(0)))
+    assert len(steps) == strategy.steps_per_epoch(len(split), 72) == 3
+    streams: list[list[int]] = [[], [], []]
+    for groups in steps:
+        assert len(groups) == 3 and groups[0].config == RGB and any(g.config.num_channels == 1 for g in groups)
+        assert len({tuple(g.labels.tolist()) for g in groups}) == 3  # not the same images
+        for stream, g in zip(streams, groups):
+            stream += g.labels.tolist()
+    assert all(sorted(s) == list(range(72)) for s in streams)  # each group slot: one pass over the images
+
+
 def test_strategy_options_are_checked():
     with pytest.raises(ValueError, match="share their images"):
         JointConfigs(distill=True)
