@@ -35,6 +35,24 @@ def _torchrun(args: list[str], max_restarts: int = 0) -> subprocess.CompletedPro
     return proc
 
 
+def test_every_rank_refuses_data_that_differs_from_rank_0(monkeypatch):
+    """Machines decode their own caches; a mismatch fails on every rank at once, naming the ranks."""
+    import torch.distributed as dist
+
+    from train.distributed import DistContext, DistributedError, check_same_data_on_every_rank
+
+    def gather(out, obj):  # what the other ranks would send
+        out[:] = ["fp-a", "fp-a", "fp-b"]
+
+    monkeypatch.setattr(dist, "all_gather_object", gather)
+    for rank in range(3):  # rank 0 and 1 agree with each other, yet refuse too
+        with pytest.raises(DistributedError, match=r"rank\(s\) \[2\] decoded other training data .*'fp-b'.* fp-a"):
+            check_same_data_on_every_rank(DistContext(rank=rank, world=3), "fp-a")
+    monkeypatch.setattr(dist, "all_gather_object", lambda out, obj: out.__setitem__(slice(None), [obj] * len(out)))
+    check_same_data_on_every_rank(DistContext(rank=1, world=2), "fp-a")
+    check_same_data_on_every_rank(DistContext(), "fp-a")  # one process: nothing to compare
+
+
 def test_shards_partition_every_global_batch():
     idx = torch.arange(9)
     parts = [Shard(r, 2).take(idx) for r in range(2)]

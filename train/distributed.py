@@ -94,6 +94,14 @@ class DistContext:
         dist.broadcast_object_list(box, src=0, device=self._comm_device())
         return box[0]
 
+    def all_gather_object(self, obj) -> list:
+        """``obj`` of every rank, in rank order (picklable objects)."""
+        if not self.distributed:
+            return [obj]
+        gathered: list = [None] * self.world
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
     @contextmanager
     def node_first(self) -> Iterator[None]:
         """Each machine's first process (local rank 0) runs the block first (it builds the data
@@ -106,6 +114,21 @@ class DistContext:
 
     def _comm_device(self) -> torch.device:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def check_same_data_on_every_rank(ctx: DistContext, fingerprint: str) -> None:
+    """Refuse to train when some rank decoded other data than rank 0 (each machine builds its own cache).
+
+    Every rank raises the same error: one rank failing alone would leave the others waiting
+    in their next collective until the timeout.
+    """
+    prints = ctx.all_gather_object(fingerprint)
+    others = [rank for rank, fp in enumerate(prints) if fp != prints[0]]
+    if others:
+        raise DistributedError(
+            f"rank(s) {others} decoded other training data than rank 0 (fingerprints "
+            f"{sorted({prints[r] for r in others})} against {prints[0]}); give every machine the same data "
+            "folder and the same numpy and pillow versions, so that each builds the same cache")
 
 
 def launched_by_torchrun() -> bool:

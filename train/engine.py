@@ -14,7 +14,7 @@ from runtime.channels import ALL_CONFIGS, ChannelConfig
 
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
 from .data import Dataset, SplitTensors
-from .distributed import DistContext, Shard, convert_batchnorms, restarted
+from .distributed import DistContext, Shard, check_same_data_on_every_rank, convert_batchnorms, restarted
 from .models.layers import ConfigNorm, PerConfig
 from .progress import progress_bar
 from .strategies import FixedConfig, LossFn, TrainingStrategy, build_strategy, sample_config  # noqa: F401 (re-exported)
@@ -286,6 +286,7 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
     if cfg.channels_last:
         to_channels_last(model)
     if ctx.distributed:
+        check_same_data_on_every_rank(ctx, dataset.fingerprint)
         convert_batchnorms(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = strategy.steps_per_epoch(len(train_split), cfg.batch_size)
