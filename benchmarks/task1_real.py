@@ -67,7 +67,8 @@ ROWS: tuple[Row, ...] = (
         options=Task1Options(configs=(ChannelConfig("RGB"),)), epoch_factor=7, every_seed=True),
     # What one plane alone allows: the ceiling for each one-channel share of RGB.
     *(Row(f"{plane.lower()}-only-same-flops", f"control: our network on {plane} alone, 7× the epochs (ours' FLOPs)",
-          options=Task1Options(configs=(ChannelConfig(plane),)), epoch_factor=7) for plane in ("R", "G", "B")),
+          options=Task1Options(configs=(ChannelConfig(plane),)), epoch_factor=7, every_seed=True)
+      for plane in ("R", "G", "B")),
     Row("course", "course design (published recipe: one sampled configuration per batch)", "course"),
 )
 ROW_BY_KEY = {r.key: r for r in ROWS}
@@ -271,8 +272,9 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
         control_seeds = ",".join(sorted({str(e["seed"]) for entries in alone.values() for e in entries}))
         lines.append(f"- The ceiling of that share (seeds {control_seeds}): our network trained on one plane alone "
                      "at ours' FLOPs keeps "
-                     + ", ".join(f"{c} {acc(e, c) / alone_rgb:.0%} ({acc(e, c):.3f})" for c, e in alone.items())
-                     + f" of the same network trained on RGB alone at ours' FLOPs ({alone_rgb:.3f}); ours keeps "
+                     + ", ".join(f"{c} {acc(e, c) / alone_rgb:.0%} ({acc_spread(e, c)})" for c, e in alone.items())
+                     + " of the same network trained on RGB alone at ours' FLOPs "
+                     f"({acc_spread(rows['rgb-only-same-flops'], 'RGB')}); ours keeps "
                      + ", ".join(f"{c} {acc(ours, c) / rgb:.0%}" for c in alone) + " of its own RGB.")
     if "sandwich-own" in rows:
         half = rows["sandwich-own"]

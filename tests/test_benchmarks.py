@@ -134,11 +134,11 @@ def test_task1_report_gives_the_share_ceiling_and_the_half_compute_variant(tmp_p
     half = [entry(s, .44e14, **{c: (.44 if c != "R" else .39) for c in names}) for s in (0, 1)]
     rows = {"naive": naive, "ours": ours, "sandwich-own": half,
             "rgb-only-same-flops": [entry(0, 1e14, RGB=.50)], "b-only-same-flops": [entry(0, 1e14, B=.44)],
-            "r-only-same-flops": [entry(0, 1e14, R=.45), entry(1, 1e14, R=.43)]}
+            "r-only-same-flops": [entry(0, 1e14, R=.45), entry(1, 1e14, R=.43)]}  # B: seed 0 only
     args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], rows="all", workers=2, out=tmp_path)
     text = task1_real.report(rows, args, wall=None)
     assert ("The ceiling of that share (seeds 0,1): our network trained on one plane alone at ours' FLOPs keeps "
-            "R 88% (0.440), B 88% (0.440) of the same network trained on RGB alone") in text
+            "R 88% (0.440 ± 0.010), B 88% (0.440) of the same network trained on RGB alone at ours' FLOPs (0.500)") in text
     assert "ours keeps R 90%, B 90% of its own RGB." in text
     assert "+3.3 points, ≥ naive on 6/7 (-1.0 to +4.0 points), 0.44× the naive set's FLOPs" in text
     # The variant and every control appear in the ablation, rows not run do not.
