@@ -23,9 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (budget_name, budget_section, is_main_budget, keep_results_text,  # noqa: E402
                                machine, parse_seeds_and_rows, real_photo_parser, spread,
                                train_in_processes, write_section)
-from runtime.channels import CONFIG_NAMES, ChannelConfig  # noqa: E402
+from runtime.channels import CONFIG_NAMES, ChannelConfig, configs_with  # noqa: E402
 from train.engine import TrainConfig  # noqa: E402
 from train.task1 import Task1Options  # noqa: E402
+
+#: The one-channel configurations: R, G, B.
+PLANES = tuple(c.name for c in configs_with(1))
+
+
+def plane_control_key(plane: str) -> str:
+    """The row of our network trained on ``plane`` alone, at ours' FLOPs."""
+    return f"{plane.lower()}-only-same-flops"
+
 
 PUBLISHED = {
     "naive": dict(zip(CONFIG_NAMES, (.400, .347, .367, .420, .382, .351, .353))),
@@ -66,9 +75,9 @@ ROWS: tuple[Row, ...] = (
     Row("rgb-only-same-flops", "control: our network on RGB alone, 7× the epochs (ours' FLOPs)",
         options=Task1Options(configs=(ChannelConfig("RGB"),)), epoch_factor=7, every_seed=True),
     # What one plane alone allows: the ceiling for each one-channel share of RGB.
-    *(Row(f"{plane.lower()}-only-same-flops", f"control: our network on {plane} alone, 7× the epochs (ours' FLOPs)",
+    *(Row(plane_control_key(plane), f"control: our network on {plane} alone, 7× the epochs (ours' FLOPs)",
           options=Task1Options(configs=(ChannelConfig(plane),)), epoch_factor=7, every_seed=True)
-      for plane in ("R", "G", "B")),
+      for plane in PLANES),
     Row("course", "course design (published recipe: one sampled configuration per batch)", "course"),
 )
 ROW_BY_KEY = {r.key: r for r in ROWS}
@@ -188,6 +197,11 @@ def acc_spread(entries: list[dict], config: str) -> str:
     return spread([e["configs"][config]["test_acc"] for e in entries])
 
 
+def flops_ratio(entries: list[dict], baseline: list[dict]) -> float:
+    """Mean training FLOPs of ``entries`` over the ``baseline``'s, each averaged over its seeds."""
+    return statistics.mean(e["train_flops"] for e in entries) / statistics.mean(e["train_flops"] for e in baseline)
+
+
 def mean_acc(entries: list[dict]) -> float:
     configs = list(entries[0]["configs"])
     return statistics.mean(acc(entries, c) for c in configs)
@@ -262,11 +276,11 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
         + (f"; not on {', '.join(c for c in CONFIG_NAMES if c not in wins)}" if len(wins) < 7 else "") + ".",
         f"- Mean over the seven, ours − naive: {100 * (mean_acc(ours) - mean_acc(naive)):+.1f} points (target ≥ +2).",
         "- One-channel accuracy as a share of our RGB: "
-        + ", ".join(f"{c} {acc(ours, c) / rgb:.0%}" for c in ("R", "G", "B")) + " (target ≥ 90%); the naive "
+        + ", ".join(f"{c} {acc(ours, c) / rgb:.0%}" for c in PLANES) + " (target ≥ 90%); the naive "
         "set's dedicated one-channel CNNs keep "
-        + ", ".join(f"{c} {acc(naive, c) / acc(naive, 'RGB'):.0%}" for c in ("R", "G", "B")) + " of its RGB CNN's.",
+        + ", ".join(f"{c} {acc(naive, c) / acc(naive, 'RGB'):.0%}" for c in PLANES) + " of its RGB CNN's.",
     ]
-    alone = {c: rows[f"{c.lower()}-only-same-flops"] for c in ("R", "G", "B") if f"{c.lower()}-only-same-flops" in rows}
+    alone = {c: rows[plane_control_key(c)] for c in PLANES if plane_control_key(c) in rows}
     if alone and "rgb-only-same-flops" in rows:
         alone_rgb = acc(rows["rgb-only-same-flops"], "RGB")
         control_seeds = ",".join(sorted({str(e["seed"]) for entries in alone.values() for e in entries}))
@@ -279,14 +293,13 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
     if "sandwich-own" in rows:
         half = rows["sandwich-own"]
         margins = [100 * (acc(half, c) - acc(naive, c)) for c in CONFIG_NAMES]
-        half_flops = statistics.mean(e["train_flops"] for e in half) / statistics.mean(e["train_flops"] for e in naive)
         lines.append(f"- At under half the compute (`--configs-per-step 3`: RGB, one 1-channel and one other "
                      f"configuration per step, each its own images; seeds {','.join(str(e['seed']) for e in half)}): "
                      f"mean {mean_acc(half):.3f} against naive's {mean_acc(naive):.3f}, "
                      f"{100 * (mean_acc(half) - mean_acc(naive)):+.1f} points, ≥ naive on {sum(m >= 0 for m in margins)}/7 "
                      f"({min(margins):+.1f} to {max(margins):+.1f} points), "
-                     f"{half_flops:.2f}× the naive set's FLOPs (stretch ≤ 0.5×); RGB {acc(half, 'RGB'):.3f}, "
-                     "one channel " + ", ".join(f"{c} {acc(half, c):.3f}" for c in ("R", "G", "B")) + ".")
+                     f"{flops_ratio(half, naive):.2f}× the naive set's FLOPs (stretch ≤ 0.5×); RGB {acc(half, 'RGB'):.3f}, "
+                     "one channel " + ", ".join(f"{c} {acc(half, c):.3f}" for c in PLANES) + ".")
     for key, budget in (("rgb-only", "the same epochs"), ("rgb-only-same-flops", "7× the epochs, ours' FLOPs")):
         if key in rows:
             entries = rows[key]
@@ -302,7 +315,7 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
         course = rows["course"]
         beats = [c for c in CONFIG_NAMES if acc(ours, c) > acc(course, c)]
         lines.append(f"- Configurations where ours > the course design: {len(beats)}/7 (target 7/7).")
-    ratio = statistics.mean(e["train_flops"] for e in ours) / statistics.mean(e["train_flops"] for e in naive)
+    ratio = flops_ratio(ours, naive)
     seconds = statistics.mean(e["train_seconds"] for e in ours) / statistics.mean(e["train_seconds"] for e in naive)
     lines.append(f"- Training compute, ours / naive: {ratio:.4f}× in FLOPs (target ≤ 1.0×); {seconds:.2f}× in the rows' "
                  "wall seconds, which ran at different times beside other work on 2 shared cores.")
