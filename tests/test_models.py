@@ -29,6 +29,25 @@ def test_sum_form_equals_aggregated_kernel_definition(stride, padding):
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_unfold_form_trains_channels_last_with_the_reference_gradients():
+    """The training form hands the channels-last body a channels-last map (no conversion at
+    every following layer), with the same values and gradients as the summed form."""
+    torch.manual_seed(3)
+    x = torch.randn(4, 2, 9, 9)
+    attention = torch.softmax(torch.randn(4, 4), dim=1)
+    weight = torch.randn(4, 8, 2, 3, 3, requires_grad=True)
+    bias = torch.randn(4, 8, requires_grad=True)
+    y = dynamic_conv_unfold(x, attention, weight, bias, 1, 1)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn_like(y)
+    grads = torch.autograd.grad((y * upstream).sum(), (weight, bias))
+    ref = dynamic_conv_sum(x, attention, weight, bias, 1, 1)
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), (weight, bias))
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
+
+
 def test_dynamic_conv_module_forms_agree():
     torch.manual_seed(1)
     conv = DynamicConv2d(3, 8, 3, num_kernels=4)
