@@ -12,7 +12,6 @@ section of that budget from whatever rows have finished. `naive` and `ours` run 
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -21,9 +20,6 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# Read by oneDNN when torch loads: --step-time runs 8 models in one process, and with the default
-# cache they evict each other's compiled convolutions (the naive models then measured 1.4x slower).
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")
 
 from benchmarks.common import (budget_name, budget_section, is_main_budget, keep_results_text,  # noqa: E402
                                machine, parse_seeds_and_rows, real_photo_parser, spread,

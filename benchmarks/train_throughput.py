@@ -13,14 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, write_section  # noqa: E402
+from benchmarks.common import machine, write_section  # noqa: E402  (before torch: it sets oneDNN's cache)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 from runtime.channels import ChannelConfig  # noqa: E402
-from train.engine import sample_config  # noqa: E402
+from train.engine import sample_config, to_channels_last  # noqa: E402
 from train.models import create_model  # noqa: E402
 
 #: The course design in each exact dynamic-convolution form: the fastest one is its baseline.
@@ -34,7 +34,7 @@ def steps_per_second(model, optimizer, batch_size: int, size: int, steps: int, g
     t0 = time.perf_counter()
     for _ in range(steps):
         config = sample_config(generator) if multi else ChannelConfig("RGB")
-        x = torch.randn(batch_size, config.num_channels, size, size)
+        x = torch.randn(batch_size, config.num_channels, size, size).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 50, (batch_size,))
         loss = F.cross_entropy(model(x, config), y)
         optimizer.zero_grad(set_to_none=True)
@@ -52,7 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    models = {n: create_model(n.split("-")[0], num_classes=50, **kw) for n, kw in MODELS.items()}
+    # Channels-last weights and inputs, as training runs them (TrainConfig.channels_last).
+    models = {n: to_channels_last(create_model(n.split("-")[0], num_classes=50, **kw)) for n, kw in MODELS.items()}
     optimizers = {n: torch.optim.AdamW(m.parameters(), lr=1e-3) for n, m in models.items()}
     rates: dict[str, list[float]] = {n: [] for n in models}
     for name, model in models.items():  # warm-up
@@ -76,6 +77,7 @@ def main() -> None:
         "",
         *rows,
         "",
+        "Every model runs channels-last weights and inputs, as training does. "
         "Our model runs one randomly drawn channel configuration per batch, which measures the network's own "
         "speed (the default joint strategy's cost per view is in the task-1 real-photo section, `--step-time`); "
         "naive is its RGB model; "
