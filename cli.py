@@ -83,6 +83,9 @@ def train(
                                       "same images (in-place distillation)."),
     body: Optional[str] = typer.Option(None, help="task1, --backbone compact's body: 'plain' (the naive CNN's "
                                                   "stages, the default) or 'residual' (wider, 2.5x the FLOPs)."),
+    width: float = typer.Option(1.0, help="task1: multiply the width of every layer of the compact network and of "
+                                          "the naive CNNs compared with it (e.g. 2 for a larger dataset; FLOPs "
+                                          "grow about as its square)."),
     backbone: str = typer.Option("compact", help="task1, our model's network: 'compact' (our own small one) or a "
                                                  "torchvision classification CNN, e.g. resnet18, resnet50, "
                                                  "mobilenet_v3_small, efficientnet_b0, convnext_tiny. See "
@@ -127,9 +130,9 @@ def train(
                     and "adaptive" not in [m.strip() for m in models.split(",")]:
                 raise ValueError("--backbone and --body shape our model: add adaptive to --models")
             options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init,
-                                     pretrained, image_size, batch_size, ctx)
-        elif backbone != COMPACT or init is not None or pretrained or body is not None:
-            raise ValueError("--backbone, --init, --pretrained and --body apply to task1's model")
+                                     pretrained, image_size, batch_size, ctx, width)
+        elif backbone != COMPACT or init is not None or pretrained or body is not None or width != 1.0:
+            raise ValueError("--backbone, --init, --pretrained, --body and --width apply to task1's model")
         if task is Task.task2:
             from train.task2 import DEFAULT_TEACHER, check_teacher
 
@@ -178,7 +181,7 @@ def train(
 
 def _task1_options(strategy: str, configs_per_step: int, share_images: bool, distill: bool, body: Optional[str],
                    backbone: str, init: Optional[Path], pretrained: bool, image_size: Optional[int],
-                   batch_size: int, ctx: "DistContext") -> "Task1Options":
+                   batch_size: int, ctx: "DistContext", width: float = 1.0) -> "Task1Options":
     """Task 1's options for our model, checked: the backbone and its initialisation are valid and at hand."""
     from dataclasses import replace
 
@@ -197,7 +200,7 @@ def _task1_options(strategy: str, configs_per_step: int, share_images: bool, dis
     body = body or "plain"
     if body not in BODIES:
         raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
-    options = Task1Options(strategy, configs_per_step, share_images, distill, body, backbone=backbone)
+    options = Task1Options(strategy, configs_per_step, share_images, distill, body, backbone=backbone, width=width)
     options.adaptive_spec().build_strategy().group_size(batch_size)  # before any download
     if pretrained:
         with ctx.node_first():  # one download per machine; the other processes then read the cache

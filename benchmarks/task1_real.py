@@ -79,6 +79,11 @@ ROWS: tuple[Row, ...] = (
     *(Row(plane_control_key(plane), f"control: our network on {plane} alone, 7× the epochs (ours' FLOPs)",
           options=Task1Options(configs=(ChannelConfig(plane),)), epoch_factor=7, every_seed=True)
       for plane in PLANES),
+    # Capacity probe: both sides at half width (about a quarter of the FLOPs), where one shared
+    # network has less room for seven configurations than seven networks have for one each.
+    Row("naive-half-width", "capacity probe: naive CNNs at half width (7 models)", "naive",
+        options=Task1Options(width=0.5), every_seed=True),
+    Row("ours-half-width", "capacity probe: ours at half width", options=Task1Options(width=0.5), every_seed=True),
     Row("course", "course design (published recipe: one sampled configuration per batch)", "course"),
 )
 ROW_BY_KEY = {r.key: r for r in ROWS}
@@ -314,6 +319,19 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                      f"({min(margins):+.1f} to {max(margins):+.1f} points), "
                      f"{flops_ratio(half, naive):.2f}× the naive set's FLOPs (stretch ≤ 0.5×); RGB {acc(half, 'RGB'):.3f}, "
                      "one channel " + ", ".join(f"{c} {acc(half, c):.3f}" for c in PLANES) + ".")
+    if {"ours-half-width", "naive-half-width"} <= rows.keys():
+        small, small_naive = rows["ours-half-width"], rows["naive-half-width"]
+        margins = [100 * (acc(small, c) - acc(small_naive, c)) for c in CONFIG_NAMES]
+        small_rgb, small_naive_rgb = acc(small, "RGB"), acc(small_naive, "RGB")
+        lines.append(f"- Capacity probe, every layer of both at half width (seeds {','.join(str(e['seed']) for e in small)}; "
+                     f"{small[0]['params'] / 1e6:.2f}M parameters against 7 × {small_naive[0]['params'] / 7e6:.2f}M, "
+                     f"{flops_ratio(small, small_naive):.2f}× their FLOPs, {flops_ratio(small, naive):.2f}× the "
+                     f"full-width naive set's): mean {mean_acc(small):.3f} against {mean_acc(small_naive):.3f}, "
+                     f"{100 * (mean_acc(small) - mean_acc(small_naive)):+.1f} points, ≥ naive on "
+                     f"{sum(m >= 0 for m in margins)}/7 ({min(margins):+.1f} to {max(margins):+.1f} points); "
+                     "one channel keeps " + ", ".join(f"{c} {acc(small, c) / small_rgb:.0%}" for c in PLANES)
+                     + " of its RGB (naive: " + ", ".join(f"{c} {acc(small_naive, c) / small_naive_rgb:.0%}"
+                                                          for c in PLANES) + ").")
     for key, budget in (("rgb-only", "the same epochs"), ("rgb-only-same-flops", "7× the epochs, ours' FLOPs")):
         if key in rows:
             entries = rows[key]

@@ -145,3 +145,18 @@ def test_static_baseline_has_the_adaptive_models_body(body):
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(static.body) == count(adaptive.resolve(rgb)[1])
     assert type(static.body) is type(adaptive.body)
+
+
+def test_width_multiplier_scales_every_layer_of_ours_and_the_naive_cnn():
+    def conv_widths(model: torch.nn.Module) -> list[int]:
+        return [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    naive = create_model("naive", num_classes=10, channels="RG", width=0.5)
+    assert conv_widths(naive) == [16, 32, 64, 128]
+    ours, ours_full = create_model("adaptive", num_classes=10, width=0.5), create_model("adaptive", num_classes=10)
+    assert ours.stem.weight.shape[1] == 16 and conv_widths(ours.body) == [32, 64, 128]
+    assert conv_widths(ours_full.body) == [64, 128, 256]
+    x = torch.randn(2, 1, 32, 32)
+    assert ours.eval()(x, ChannelConfig("G")).shape == (2, 10)
+    with pytest.raises(ValueError, match="positive"):
+        create_model("naive", num_classes=10, width=0)

@@ -152,6 +152,17 @@ def test_strategy_options_are_checked():
     assert not JointConfigs().precise_bn and SampledConfig().precise_bn
 
 
+def test_width_reaches_ours_and_the_naive_cnns_and_leaves_default_checkpoints_alone():
+    from train.task1 import run_specs
+
+    narrow = Task1Options(width=0.5)
+    assert narrow.adaptive_spec().model_kwargs == {"body": "plain", "width": 0.5}
+    assert all(spec.model_kwargs["width"] == 0.5 for spec in run_specs("naive", narrow))
+    assert Task1Options().adaptive_spec().model_kwargs == {"body": "plain"}  # resumable as before
+    assert "width" not in run_specs("naive")[0].model_kwargs
+    assert "width" not in run_specs("course", narrow)[0].model_kwargs  # the published design keeps its size
+
+
 def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     s = synthetic_dataset.splits
     cut = lambda sp, n: Split(sp.images[:n], sp.labels[:n])  # noqa: E731
@@ -173,6 +184,8 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     (["--configs-per-step", "9"], "1 to 7"),
     (["--body", "nope"], "unknown body 'nope'; choose from plain, residual"),
     (["--batch-size", "8"], "fewer than 2 images"),
+    (["--width", "0"], "--width must be positive"),
+    (["--width", "2", "--backbone", "resnet18"], "--width scales the compact network"),
 ])
 def test_train_refuses_bad_strategy_options_before_loading_data(args, message, tmp_path):
     from typer.testing import CliRunner

@@ -41,11 +41,24 @@ class Task1Options:
     backbone: str = COMPACT
     #: A torchvision state dict to start a torchvision backbone from (``--init``, ``--pretrained``).
     init: str | None = None
+    #: Multiplies the width of every layer of the compact network and of the naive CNNs compared
+    #: with it (``--width``): capacity for a larger dataset, or a capacity probe.
+    width: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.width > 0:
+            raise ValueError(f"--width must be positive, got {self.width}")
+        if self.width != 1.0 and self.backbone != COMPACT:
+            raise ValueError("--width scales the compact network; a torchvision --backbone keeps its own widths")
+
+    def width_kwargs(self) -> dict[str, float]:
+        """The model keyword for ``width``; none at the default, so default checkpoints stay as they were."""
+        return {} if self.width == 1.0 else {"width": self.width}
 
     def adaptive_spec(self) -> RunSpec:
         options = ({"configs_per_step": self.configs_per_step, "share_images": self.share_images,
                     "distill": self.distill} if self.strategy == "joint" else {})
-        model, kwargs = (("adaptive", {"body": self.body}) if self.backbone == COMPACT
+        model, kwargs = (("adaptive", {"body": self.body, **self.width_kwargs()}) if self.backbone == COMPACT
                          else ("backbone", {"backbone": self.backbone}))
         return RunSpec("adaptive", model, kwargs, self.configs, self.strategy, options, init=self.init)
 
@@ -53,12 +66,15 @@ class Task1Options:
 def run_specs(model: str, options: Task1Options | None = None) -> list[RunSpec]:
     """The naive baseline is one run per configuration; the others are one run for all seven.
 
-    The course design keeps its published training (one sampled configuration per batch).
+    The naive CNNs take ``options.width`` too, so a comparison at another width stays like for
+    like. The course design keeps its published training (one sampled configuration per batch).
     """
+    options = options or Task1Options()
     if model == "naive":
-        return [RunSpec(f"naive-{c}", "naive", {"channels": c.name}, (c,)) for c in ALL_CONFIGS]
+        return [RunSpec(f"naive-{c}", "naive", {"channels": c.name, **options.width_kwargs()}, (c,))
+                for c in ALL_CONFIGS]
     if model == "adaptive":
-        return [(options or Task1Options()).adaptive_spec()]
+        return [options.adaptive_spec()]
     return [RunSpec(model, model, strategy="sampled")]
 
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 
-from .blocks import BasicBlock, conv_bn_relu
+from .blocks import BasicBlock, conv_bn_relu, scale_widths
 from .layers import ChannelAdaptiveStem, ConfigBatchNorm2d, activate_config, select_config
 from .registry import register_model
 
@@ -88,8 +88,12 @@ class AnyChannelNet(nn.Module):
 
     def __init__(self, num_classes: int, stem_width: int = 32, widths: tuple[int, ...] | None = None,
                  strides: tuple[int, ...] = (1, 2, 2, 2), num_kernels: int = 4, dropout: float = 0.2,
-                 body: str = "plain") -> None:
+                 body: str = "plain", width: float = 1.0) -> None:
         super().__init__()
+        # ``width`` multiplies every layer's width, the stem's and the body's (defaults or ``widths``).
+        (stem_width,) = scale_widths((stem_width,), width)
+        if body in BODIES:  # an unknown one fails in build_body, which names the choices
+            widths = scale_widths(widths or BODIES[body][1], width)
         self.stem = ChannelAdaptiveStem(stem_width, num_kernels=num_kernels)
         self.body = build_body(body, stem_width, widths, strides, num_classes, dropout, norm=ConfigBatchNorm2d)
 

@@ -8,6 +8,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def scale_widths(widths: tuple[int, ...], factor: float) -> tuple[int, ...]:
+    """``widths`` times ``factor``, rounded, at least 1 each: a model's ``width`` multiplier."""
+    if not factor > 0:
+        raise ValueError(f"a width multiplier must be positive, got {factor}")
+    return tuple(max(1, round(w * factor)) for w in widths)
+
+
 def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, kernel_size, stride, kernel_size // 2, bias=False),

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from runtime.channels import ChannelConfig
 
-from .blocks import conv_bn_relu
+from .blocks import conv_bn_relu, scale_widths
 from .registry import register_model
 
 
@@ -17,12 +17,12 @@ class NaiveCNN(nn.Module):
     multi_config = False
 
     def __init__(self, num_classes: int, channels: str = "RGB", widths: tuple[int, ...] = (32, 64, 128, 256),
-                 dropout: float = 0.2) -> None:
+                 dropout: float = 0.2, width: float = 1.0) -> None:
         super().__init__()
         self.config = ChannelConfig.parse(channels)
         layers: list[nn.Module] = []
         in_ch = self.config.num_channels
-        for w in widths:
+        for w in scale_widths(widths, width):
             layers += [conv_bn_relu(in_ch, w), nn.MaxPool2d(2)]
             in_ch = w
         self.features = nn.Sequential(*layers)
