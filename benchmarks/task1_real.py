@@ -72,6 +72,8 @@ ROWS: tuple[Row, ...] = (
         options=Task1Options(configs_per_step=3, share_images=True, distill=True)),
     Row("sandwich-own", "variant: sandwich (RGB, one 1-channel, one other per step), each its own images",
         options=Task1Options(configs_per_step=3), every_seed=True),
+    Row("ours-width-0.7", "variant: ours at 0.7× width (under half the naive set's FLOPs, all seven per step)",
+        options=Task1Options(width=0.7), every_seed=True),
     Row("rgb-only", "control: our network trained on RGB alone", options=Task1Options(configs=(ChannelConfig("RGB"),))),
     Row("rgb-only-same-flops", "control: our network on RGB alone, 7× the epochs (ours' FLOPs)",
         options=Task1Options(configs=(ChannelConfig("RGB"),)), epoch_factor=7, every_seed=True),
@@ -221,6 +223,18 @@ def flops_ratio(entries: list[dict], baseline: list[dict]) -> float:
     return statistics.mean(e["train_flops"] for e in entries) / statistics.mean(e["train_flops"] for e in baseline)
 
 
+def seeds_of(entries: list[dict]) -> str:
+    return ",".join(str(e["seed"]) for e in entries)
+
+
+def against(entries: list[dict], baseline: list[dict], name: str) -> str:
+    """``mean X against <name>'s Y, +Z points, ≥ <name> on n/7 (lo to hi points)``."""
+    margins = [100 * (acc(entries, c) - acc(baseline, c)) for c in CONFIG_NAMES]
+    return (f"mean {mean_acc(entries):.3f} against {name}'s {mean_acc(baseline):.3f}, "
+            f"{100 * (mean_acc(entries) - mean_acc(baseline)):+.1f} points, ≥ {name} on "
+            f"{sum(m >= 0 for m in margins)}/7 ({min(margins):+.1f} to {max(margins):+.1f} points)")
+
+
 def mean_acc(entries: list[dict]) -> float:
     configs = list(entries[0]["configs"])
     return statistics.mean(acc(entries, c) for c in configs)
@@ -309,26 +323,23 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                      + " of the same network trained on RGB alone at ours' FLOPs "
                      f"({acc_spread(rows['rgb-only-same-flops'], 'RGB')}); ours keeps "
                      + ", ".join(f"{c} {acc(ours, c) / rgb:.0%}" for c in alone) + " of its own RGB.")
-    if "sandwich-own" in rows:
-        half = rows["sandwich-own"]
-        margins = [100 * (acc(half, c) - acc(naive, c)) for c in CONFIG_NAMES]
-        lines.append(f"- At under half the compute (`--configs-per-step 3`: RGB, one 1-channel and one other "
-                     f"configuration per step, each its own images; seeds {','.join(str(e['seed']) for e in half)}): "
-                     f"mean {mean_acc(half):.3f} against naive's {mean_acc(naive):.3f}, "
-                     f"{100 * (mean_acc(half) - mean_acc(naive)):+.1f} points, ≥ naive on {sum(m >= 0 for m in margins)}/7 "
-                     f"({min(margins):+.1f} to {max(margins):+.1f} points), "
-                     f"{flops_ratio(half, naive):.2f}× the naive set's FLOPs (stretch ≤ 0.5×); RGB {acc(half, 'RGB'):.3f}, "
-                     "one channel " + ", ".join(f"{c} {acc(half, c):.3f}" for c in PLANES) + ".")
+    for key, how in (("sandwich-own", "`--configs-per-step 3`: RGB, one 1-channel and one other configuration "
+                                      "per step, each its own images"),
+                     ("ours-width-0.7", "`--width 0.7`: every layer at 0.7× width, all seven configurations "
+                                        "every step")):
+        if key in rows:
+            half = rows[key]
+            lines.append(f"- At under half the compute ({how}; seeds {seeds_of(half)}): "
+                         f"{against(half, naive, 'naive')}, {flops_ratio(half, naive):.2f}× the naive set's FLOPs "
+                         f"(stretch ≤ 0.5×); RGB {acc(half, 'RGB'):.3f}, one channel "
+                         + ", ".join(f"{c} {acc(half, c):.3f}" for c in PLANES) + ".")
     if {"ours-half-width", "naive-half-width"} <= rows.keys():
         small, small_naive = rows["ours-half-width"], rows["naive-half-width"]
-        margins = [100 * (acc(small, c) - acc(small_naive, c)) for c in CONFIG_NAMES]
         small_rgb, small_naive_rgb = acc(small, "RGB"), acc(small_naive, "RGB")
-        lines.append(f"- Capacity probe, every layer of both at half width (seeds {','.join(str(e['seed']) for e in small)}; "
+        lines.append(f"- Capacity probe, every layer of both at half width (seeds {seeds_of(small)}; "
                      f"{small[0]['params'] / 1e6:.2f}M parameters against 7 × {small_naive[0]['params'] / 7e6:.2f}M, "
                      f"{flops_ratio(small, small_naive):.2f}× their FLOPs, {flops_ratio(small, naive):.2f}× the "
-                     f"full-width naive set's): mean {mean_acc(small):.3f} against {mean_acc(small_naive):.3f}, "
-                     f"{100 * (mean_acc(small) - mean_acc(small_naive)):+.1f} points, ≥ naive on "
-                     f"{sum(m >= 0 for m in margins)}/7 ({min(margins):+.1f} to {max(margins):+.1f} points); "
+                     f"full-width naive set's): {against(small, small_naive, 'naive')}; "
                      "one channel keeps " + ", ".join(f"{c} {acc(small, c) / small_rgb:.0%}" for c in PLANES)
                      + " of its RGB (naive: " + ", ".join(f"{c} {acc(small_naive, c) / small_naive_rgb:.0%}"
                                                           for c in PLANES) + ").")

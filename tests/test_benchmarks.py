@@ -137,7 +137,7 @@ def test_task1_report_compares_both_sides_at_half_width(tmp_path):
     args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], rows="all", workers=2, out=tmp_path)
     text = task1_real.report(rows, args, wall=None)
     assert ("- Capacity probe, every layer of both at half width (seeds 0,1; 0.10M parameters against 7 × 0.10M, "
-            "1.04× their FLOPs, 0.26× the full-width naive set's): mean 0.383 against 0.334, +4.9 points, "
+            "1.04× their FLOPs, 0.26× the full-width naive set's): mean 0.383 against naive's 0.334, +4.9 points, "
             "≥ naive on 7/7 (+4.0 to +6.0 points); one channel keeps R 90%, G 90%, B 90% of its RGB "
             "(naive: R 83%, G 83%, B 83%).") in text
     assert "| capacity probe: ours at half width | 0.400 |" in text
