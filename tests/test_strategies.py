@@ -194,3 +194,17 @@ def test_train_refuses_bad_strategy_options_before_loading_data(args, message, t
 
     result = CliRunner().invoke(cli.app, ["train", "task1", "--data", str(tmp_path / "missing"), *args])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_width_0_7_trains_in_under_half_the_naive_sets_flops():
+    """The documented half-compute option: per view, ours at 0.7x width costs under half a naive CNN."""
+    from train.engine import step_flops
+
+    def train_flops(model, configs) -> float:
+        return sum(f["train"] for f in step_flops(model, configs, 32).values())
+
+    naive = sum(train_flops(create_model("naive", num_classes=50, channels=c.name), (c,)) for c in ALL_CONFIGS)
+    narrow = train_flops(create_model("adaptive", num_classes=50, width=0.7), ALL_CONFIGS)
+    full = train_flops(create_model("adaptive", num_classes=50), ALL_CONFIGS)
+    assert 0.45 < narrow / naive <= 0.5
+    assert full / naive == pytest.approx(1.0, abs=1e-3)  # the default spends the naive set's compute
