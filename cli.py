@@ -83,9 +83,9 @@ def train(
                                       "same images (in-place distillation)."),
     body: Optional[str] = typer.Option(None, help="task1, --backbone compact's body: 'plain' (the naive CNN's "
                                                   "stages, the default) or 'residual' (wider, 2.5x the FLOPs)."),
-    width: float = typer.Option(1.0, help="task1: multiply the width of every layer of the compact network and of "
-                                          "the naive CNNs compared with it (FLOPs grow about as its square: 0.7 "
-                                          "trains in under half the naive set's compute)."),
+    width: float = typer.Option(1.0, help="task1: multiply the width of every layer of our compact network (FLOPs "
+                                          "grow about as its square: 0.7 trains in under half the naive set's "
+                                          "compute); the naive CNNs keep theirs."),
     backbone: str = typer.Option("compact", help="task1, our model's network: 'compact' (our own small one) or a "
                                                  "torchvision classification CNN, e.g. resnet18, resnet50, "
                                                  "mobilenet_v3_small, efficientnet_b0, convnext_tiny. See "

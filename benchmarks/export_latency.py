@@ -43,7 +43,7 @@ TARGET_SPEEDUP = 1.5   # ONNX at least this much faster than eager
 TARGET_OVERHEAD = 0.30  # the dynamic stem adds at most this over the static backbone
 BATCH_SIZES = (1, 32)
 #: AnyChannelNet arguments that the static baseline shares (its stem has no kernels to mix).
-SHARED_KWARGS = ("stem_width", "widths", "strides", "dropout", "body")
+SHARED_KWARGS = ("stem_width", "widths", "strides", "dropout", "body", "width")
 
 
 def build_models(checkpoint: Path | None, image_size: int, num_classes: int,

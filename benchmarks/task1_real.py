@@ -84,7 +84,7 @@ ROWS: tuple[Row, ...] = (
     # Capacity probe: both sides at half width (about a quarter of the FLOPs), where one shared
     # network has less room for seven configurations than seven networks have for one each.
     Row("naive-half-width", "capacity probe: naive CNNs at half width (7 models)", "naive",
-        options=Task1Options(width=0.5), every_seed=True),
+        options=Task1Options(naive_width=0.5), every_seed=True),
     Row("ours-half-width", "capacity probe: ours at half width", options=Task1Options(width=0.5), every_seed=True),
     Row("course", "course design (published recipe: one sampled configuration per batch)", "course"),
 )
@@ -384,8 +384,8 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="Rewrite the BENCHMARKS.md section from the finished rows without training.")
     parser.add_argument("--step-time", action="store_true",
-                        help="Only measure seconds per training view of ours and of each naive model, back to "
-                             "back in one process (run it on a quiet machine), then rewrite the section.")
+                        help="Only measure seconds per training view of ours and of each naive model, taking "
+                             "turns in one process (median of rounds), then rewrite the section.")
     args = parser.parse_args()
     keys = parse_seeds_and_rows(parser, args, list(ROW_BY_KEY))
 

@@ -34,15 +34,15 @@ def test_unfold_form_trains_channels_last_with_the_reference_gradients():
     every following layer), with the same values and gradients as the summed form."""
     torch.manual_seed(3)
     x = torch.randn(4, 2, 9, 9)
-    attention = torch.softmax(torch.randn(4, 4), dim=1)
+    attention = torch.softmax(torch.randn(4, 4), dim=1).requires_grad_()
     weight = torch.randn(4, 8, 2, 3, 3, requires_grad=True)
     bias = torch.randn(4, 8, requires_grad=True)
     y = dynamic_conv_unfold(x, attention, weight, bias, 1, 1)
     assert y.is_contiguous(memory_format=torch.channels_last)
     upstream = torch.randn_like(y)
-    grads = torch.autograd.grad((y * upstream).sum(), (weight, bias))
+    grads = torch.autograd.grad((y * upstream).sum(), (weight, bias, attention))
     ref = dynamic_conv_sum(x, attention, weight, bias, 1, 1)
-    ref_grads = torch.autograd.grad((ref * upstream).sum(), (weight, bias))
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), (weight, bias, attention))
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-4)
@@ -134,14 +134,14 @@ def test_adaptive_is_much_smaller_than_course():
     assert ours < 15.35e6 / 4
 
 
-@pytest.mark.parametrize("body", ["plain", "residual"])
-def test_static_baseline_has_the_adaptive_models_body(body):
-    """The export-latency baseline must differ from our model by its stem alone."""
+@pytest.mark.parametrize("body,width", [("plain", 1.0), ("residual", 1.0), ("plain", 0.7), ("residual", 0.5)])
+def test_static_baseline_has_the_adaptive_models_body(body, width):
+    """The export-latency baseline must differ from our model by its stem alone, at any width."""
     from runtime.channels import ChannelConfig
 
     rgb = ChannelConfig("RGB")
-    adaptive = create_model("adaptive", num_classes=10, body=body).eval()
-    static = create_model("static", num_classes=10, body=body).eval()
+    adaptive = create_model("adaptive", num_classes=10, body=body, width=width).eval()
+    static = create_model("static", num_classes=10, body=body, width=width).eval()
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(static.body) == count(adaptive.resolve(rgb)[1])
     assert type(static.body) is type(adaptive.body)
@@ -158,5 +158,22 @@ def test_width_multiplier_scales_every_layer_of_ours_and_the_naive_cnn():
     assert conv_widths(ours_full.body) == [64, 128, 256]
     x = torch.randn(2, 1, 32, 32)
     assert ours.eval()(x, ChannelConfig("G")).shape == (2, 10)
-    with pytest.raises(ValueError, match="positive"):
-        create_model("naive", num_classes=10, width=0)
+    for bad in (0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="positive number"):
+            create_model("naive", num_classes=10, width=bad)
+
+
+@pytest.mark.parametrize("kwargs", [{"width": 0.7}, {"width": 0.5, "body": "residual"},
+                                    {"width": 2.0, "widths": (8, 16, 32), "stem_width": 8}])
+def test_a_narrowed_model_comes_back_from_its_checkpoint(kwargs, tmp_path):
+    """``width`` travels in the checkpoint's model kwargs: export and resume rebuild the same shapes."""
+    from train.checkpoint import model_from_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("adaptive", num_classes=10, **kwargs).eval()
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": "adaptive", "model_kwargs": kwargs, "class_names": [str(i) for i in range(10)],
+                "state_dict": model.state_dict()}, path)
+    restored = model_from_checkpoint(torch.load(path, weights_only=True)).eval()  # strict load
+    x = torch.randn(2, 2, 32, 32)
+    torch.testing.assert_close(restored(x, ChannelConfig("RB")), model(x, ChannelConfig("RB")))

@@ -152,15 +152,18 @@ def test_strategy_options_are_checked():
     assert not JointConfigs().precise_bn and SampledConfig().precise_bn
 
 
-def test_width_reaches_ours_and_the_naive_cnns_and_leaves_default_checkpoints_alone():
+def test_width_narrows_ours_alone_and_leaves_default_checkpoints_alone():
     from train.task1 import run_specs
 
-    narrow = Task1Options(width=0.5)
-    assert narrow.adaptive_spec().model_kwargs == {"body": "plain", "width": 0.5}
-    assert all(spec.model_kwargs["width"] == 0.5 for spec in run_specs("naive", narrow))
+    narrow = Task1Options(width=0.7)
+    assert narrow.adaptive_spec().model_kwargs == {"body": "plain", "width": 0.7}
+    assert all("width" not in spec.model_kwargs for spec in run_specs("naive", narrow))  # the reference stays
+    probe = Task1Options(width=0.5, naive_width=0.5)  # the benchmark's capacity probe narrows both
+    assert all(spec.model_kwargs["width"] == 0.5 for spec in run_specs("naive", probe))
     assert Task1Options().adaptive_spec().model_kwargs == {"body": "plain"}  # resumable as before
-    assert "width" not in run_specs("naive")[0].model_kwargs
-    assert "width" not in run_specs("course", narrow)[0].model_kwargs  # the published design keeps its size
+    assert "width" not in run_specs("course", probe)[0].model_kwargs  # the published design keeps its size
+    with pytest.raises(ValueError, match="positive number"):
+        Task1Options(naive_width=float("inf"))
 
 
 def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
@@ -184,7 +187,8 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     (["--configs-per-step", "9"], "1 to 7"),
     (["--body", "nope"], "unknown body 'nope'; choose from plain, residual"),
     (["--batch-size", "8"], "fewer than 2 images"),
-    (["--width", "0"], "--width must be positive"),
+    (["--width", "0"], "--width must be a positive number"),
+    (["--width", "inf"], "--width must be a positive number"),
     (["--width", "2", "--backbone", "resnet18"], "--width scales the compact network"),
 ])
 def test_train_refuses_bad_strategy_options_before_loading_data(args, message, tmp_path):

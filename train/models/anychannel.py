@@ -79,6 +79,15 @@ def build_body(body: str, stem_width: int, widths: tuple[int, ...] | None, strid
     return body_class(stem_width, tuple(widths or default_widths), strides, num_classes, dropout, norm=norm)
 
 
+def scaled_shape(stem_width: int, widths: tuple[int, ...] | None, body: str, width: float
+                 ) -> tuple[int, tuple[int, ...] | None]:
+    """The stem's and the body's widths (``widths`` or the body's defaults) times ``width``."""
+    (stem_width,) = scale_widths((stem_width,), width)
+    if body in BODIES:  # an unknown one fails in build_body, which names the choices
+        widths = scale_widths(widths or BODIES[body][1], width)
+    return stem_width, widths
+
+
 @register_model("adaptive")
 class AnyChannelNet(nn.Module):
     """Dynamic channel-adaptive stem + residual body; ``resolve(config)`` gives a static graph."""
@@ -90,10 +99,7 @@ class AnyChannelNet(nn.Module):
                  strides: tuple[int, ...] = (1, 2, 2, 2), num_kernels: int = 4, dropout: float = 0.2,
                  body: str = "plain", width: float = 1.0) -> None:
         super().__init__()
-        # ``width`` multiplies every layer's width, the stem's and the body's (defaults or ``widths``).
-        (stem_width,) = scale_widths((stem_width,), width)
-        if body in BODIES:  # an unknown one fails in build_body, which names the choices
-            widths = scale_widths(widths or BODIES[body][1], width)
+        stem_width, widths = scaled_shape(stem_width, widths, body, width)
         self.stem = ChannelAdaptiveStem(stem_width, num_kernels=num_kernels)
         self.body = build_body(body, stem_width, widths, strides, num_classes, dropout, norm=ConfigBatchNorm2d)
 
@@ -116,9 +122,10 @@ class StaticBackboneNet(nn.Module):
 
     def __init__(self, num_classes: int, channels: str = "RGB", stem_width: int = 32,
                  widths: tuple[int, ...] | None = None, strides: tuple[int, ...] = (1, 2, 2, 2),
-                 dropout: float = 0.2, body: str = "plain") -> None:
+                 dropout: float = 0.2, body: str = "plain", width: float = 1.0) -> None:
         super().__init__()
         self.config = ChannelConfig.parse(channels)
+        stem_width, widths = scaled_shape(stem_width, widths, body, width)
         self.stem = conv_bn_relu(self.config.num_channels, stem_width, 3)
         self.body = build_body(body, stem_width, widths, strides, num_classes, dropout)  # AnyChannelNet's body
 

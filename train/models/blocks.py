@@ -1,6 +1,7 @@
 """Plain convolution blocks shared by the model families."""
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -10,8 +11,8 @@ import torch.nn.functional as F
 
 def scale_widths(widths: tuple[int, ...], factor: float) -> tuple[int, ...]:
     """``widths`` times ``factor``, rounded, at least 1 each: a model's ``width`` multiplier."""
-    if not factor > 0:
-        raise ValueError(f"a width multiplier must be positive, got {factor}")
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"a width multiplier must be a positive number, got {factor}")
     return tuple(max(1, round(w * factor)) for w in widths)
 
 

@@ -68,9 +68,9 @@ def dynamic_conv_unfold(
     input channels (a stem) several times faster to train on a CPU than the other forms,
     since no gradient flows through the unfolded input. Not used in exported graphs.
 
-    The output is channels-last (a permuted view of ``B x (H*W) x O``): the body behind the
-    stem runs channels-last, and an NCHW output here made every following pool, norm and
-    convolution convert it, which cost a quarter of a training step.
+    The output is channels-last (a permuted view of ``B x (H*W) x O``), as the body behind the
+    stem runs: an NCHW output ran the stem's norm, activation and first pool in NCHW and made the
+    first body convolution convert its input, forward and backward (a quarter of a training step).
     """
     b, _, h, w = x.shape
     k, out_ch, _, kh, kw = weight.shape
