@@ -235,6 +235,12 @@ def against(entries: list[dict], baseline: list[dict], name: str) -> str:
             f"{sum(m >= 0 for m in margins)}/7 ({min(margins):+.1f} to {max(margins):+.1f} points)")
 
 
+def plane_shares(entries: list[dict], planes: tuple[str, ...] = PLANES) -> str:
+    """``R 84%, G 84%, B 82%``: each plane's accuracy as a share of the same entries' RGB."""
+    rgb = acc(entries, "RGB")
+    return ", ".join(f"{c} {acc(entries, c) / rgb:.0%}" for c in planes)
+
+
 def mean_acc(entries: list[dict]) -> float:
     configs = list(entries[0]["configs"])
     return statistics.mean(acc(entries, c) for c in configs)
@@ -303,15 +309,12 @@ def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
 def targets(rows: dict[str, list[dict]], args) -> list[str]:
     ours, naive = rows["ours"], rows["naive"]
     wins = [c for c in CONFIG_NAMES if acc(ours, c) >= acc(naive, c)]
-    rgb = acc(ours, "RGB")
     lines = [
         f"- Configurations where ours ≥ naive: {len(wins)}/7 (target 7/7)"
         + (f"; not on {', '.join(c for c in CONFIG_NAMES if c not in wins)}" if len(wins) < 7 else "") + ".",
         f"- Mean over the seven, ours − naive: {100 * (mean_acc(ours) - mean_acc(naive)):+.1f} points (target ≥ +2).",
-        "- One-channel accuracy as a share of our RGB: "
-        + ", ".join(f"{c} {acc(ours, c) / rgb:.0%}" for c in PLANES) + " (target ≥ 90%); the naive "
-        "set's dedicated one-channel CNNs keep "
-        + ", ".join(f"{c} {acc(naive, c) / acc(naive, 'RGB'):.0%}" for c in PLANES) + " of its RGB CNN's.",
+        f"- One-channel accuracy as a share of our RGB: {plane_shares(ours)} (target ≥ 90%); the naive "
+        f"set's dedicated one-channel CNNs keep {plane_shares(naive)} of its RGB CNN's.",
     ]
     alone = {c: rows[plane_control_key(c)] for c in PLANES if plane_control_key(c) in rows}
     if alone and "rgb-only-same-flops" in rows:
@@ -322,7 +325,7 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                      + ", ".join(f"{c} {acc(e, c) / alone_rgb:.0%} ({acc_spread(e, c)})" for c, e in alone.items())
                      + " of the same network trained on RGB alone at ours' FLOPs "
                      f"({acc_spread(rows['rgb-only-same-flops'], 'RGB')}); ours keeps "
-                     + ", ".join(f"{c} {acc(ours, c) / rgb:.0%}" for c in alone) + " of its own RGB.")
+                     + plane_shares(ours, tuple(alone)) + " of its own RGB.")
     for key, how in (("sandwich-own", "`--configs-per-step 3`: RGB, one 1-channel and one other configuration "
                                       "per step, each its own images"),
                      ("ours-width-0.7", "`--width 0.7`: every layer at 0.7× width, all seven configurations "
@@ -335,14 +338,11 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                          + ", ".join(f"{c} {acc(half, c):.3f}" for c in PLANES) + ".")
     if {"ours-half-width", "naive-half-width"} <= rows.keys():
         small, small_naive = rows["ours-half-width"], rows["naive-half-width"]
-        small_rgb, small_naive_rgb = acc(small, "RGB"), acc(small_naive, "RGB")
         lines.append(f"- Capacity probe, every layer of both at half width (seeds {seeds_of(small)}; "
                      f"{small[0]['params'] / 1e6:.2f}M parameters against 7 × {small_naive[0]['params'] / 7e6:.2f}M, "
                      f"{flops_ratio(small, small_naive):.2f}× their FLOPs, {flops_ratio(small, naive):.2f}× the "
                      f"full-width naive set's): {against(small, small_naive, 'naive')}; "
-                     "one channel keeps " + ", ".join(f"{c} {acc(small, c) / small_rgb:.0%}" for c in PLANES)
-                     + " of its RGB (naive: " + ", ".join(f"{c} {acc(small_naive, c) / small_naive_rgb:.0%}"
-                                                          for c in PLANES) + ").")
+                     f"one channel keeps {plane_shares(small)} of its RGB (naive: {plane_shares(small_naive)}).")
     for key, budget in (("rgb-only", "the same epochs"), ("rgb-only-same-flops", "7× the epochs, ours' FLOPs")):
         if key in rows:
             entries = rows[key]

@@ -119,23 +119,31 @@ def test_task1_benchmark_keeps_budgets_apart(tmp_path):
     assert budget_section("task2-real", larger, task2_real.MAIN_BUDGET) == "task2-real-8ep-64px"
 
 
-def test_task1_report_compares_both_sides_at_half_width(tmp_path):
+def _row_result(seed: int, flops: float, params: float = 4e5, **acc: float) -> dict:
+    """A finished benchmark row as the task-1 report reads it (results.json's model entry)."""
+    return {"configs": {c: {"test_acc": a} for c, a in acc.items()}, "seed": seed, "train_flops": flops,
+            "train_seconds": 100.0, "train_views": 1000, "params": params}
+
+
+def _task1_report(rows: dict[str, list[dict]], out: Path) -> str:
+    """The 32 px task-1 section for ``rows``, seeds 0 and 1."""
     import argparse
 
     from benchmarks import task1_real
 
-    def entry(seed: int, flops: float, params: float, **acc: float) -> dict:
-        return {"configs": {c: {"test_acc": a} for c, a in acc.items()}, "seed": seed, "train_flops": flops,
-                "train_seconds": 100.0, "train_views": 1000, "params": params}
+    args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], rows="all", workers=2, out=out)
+    return task1_real.report(rows, args, wall=None)
 
-    names = task1_real.CONFIG_NAMES
+
+def test_task1_report_compares_both_sides_at_half_width(tmp_path):
+    from benchmarks.task1_real import CONFIG_NAMES as names
+
+    entry = _row_result
     full = {"naive": [entry(0, 1e14, 2.8e6, **dict.fromkeys(names, .40))],
             "ours": [entry(0, 1e14, 4e5, **dict.fromkeys(names, .50))]}
     small_naive = [entry(s, .25e14, 7 * 1e5, **{c: (.36 if len(c) > 1 else .30) for c in names}) for s in (0, 1)]
     small = [entry(s, .26e14, 1e5, **{c: (.40 if len(c) > 1 else .36) for c in names}) for s in (0, 1)]
-    rows = {**full, "naive-half-width": small_naive, "ours-half-width": small}
-    args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], rows="all", workers=2, out=tmp_path)
-    text = task1_real.report(rows, args, wall=None)
+    text = _task1_report({**full, "naive-half-width": small_naive, "ours-half-width": small}, tmp_path)
     assert ("- Capacity probe, every layer of both at half width (seeds 0,1; 0.10M parameters against 7 × 0.10M, "
             "1.04× their FLOPs, 0.26× the full-width naive set's): mean 0.383 against naive's 0.334, +4.9 points, "
             "≥ naive on 7/7 (+4.0 to +6.0 points); one channel keeps R 90%, G 90%, B 90% of its RGB "
@@ -144,23 +152,16 @@ def test_task1_report_compares_both_sides_at_half_width(tmp_path):
 
 
 def test_task1_report_gives_the_share_ceiling_and_the_half_compute_variant(tmp_path):
-    import argparse
+    from benchmarks.task1_real import CONFIG_NAMES as names
 
-    from benchmarks import task1_real
-
-    def entry(seed: int, flops: float, **acc: float) -> dict:
-        return {"configs": {c: {"test_acc": a} for c, a in acc.items()}, "seed": seed, "train_flops": flops,
-                "train_seconds": 100.0, "train_views": 1000, "params": 4e5}
-
-    names = task1_real.CONFIG_NAMES
+    entry = _row_result
     naive = [entry(s, 1e14, **dict.fromkeys(names, .40)) for s in (0, 1)]
     ours = [entry(s, 1e14, **{c: (.50 if len(c) > 1 else .45) for c in names}) for s in (0, 1)]
     half = [entry(s, .44e14, **{c: (.44 if c != "R" else .39) for c in names}) for s in (0, 1)]
     rows = {"naive": naive, "ours": ours, "sandwich-own": half,
             "rgb-only-same-flops": [entry(0, 1e14, RGB=.50)], "b-only-same-flops": [entry(0, 1e14, B=.44)],
             "r-only-same-flops": [entry(0, 1e14, R=.45), entry(1, 1e14, R=.43)]}  # B: seed 0 only
-    args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], rows="all", workers=2, out=tmp_path)
-    text = task1_real.report(rows, args, wall=None)
+    text = _task1_report(rows, tmp_path)
     assert ("The ceiling of that share (seeds 0,1): our network trained on one plane alone at ours' FLOPs keeps "
             "R 88% (0.440 ± 0.010), B 88% (0.440) of the same network trained on RGB alone at ours' FLOPs (0.500)") in text
     assert "ours keeps R 90%, B 90% of its own RGB." in text

@@ -1,7 +1,6 @@
 """Task 1: our single model against the naive per-configuration CNN and the course design."""
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from .distributed import DistContext
 from .engine import RunSpec, TrainConfig, evaluate, fit, resolve_device
 from .models import create_model
 from .models.backbone import COMPACT, check_backbone
+from .models.blocks import check_width
 from .report import count_flops, count_parameters, write_reports
 
 TASK = "task1"
@@ -50,9 +50,8 @@ class Task1Options:
     naive_width: float = 1.0
 
     def __post_init__(self) -> None:
-        for name, value in (("--width", self.width), ("the naive CNNs' width", self.naive_width)):
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value}")
+        check_width(self.width, "--width")
+        check_width(self.naive_width, "the naive CNNs' width")
         if self.width != 1.0 and self.backbone != COMPACT:
             raise ValueError("--width scales the compact network; a torchvision --backbone keeps its own widths")
 

@@ -9,10 +9,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def check_width(factor: float, name: str = "a width multiplier") -> None:
+    """Refuse a width multiplier that is not a finite positive number, naming it as ``name``."""
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"{name} must be a positive number, got {factor}")
+
+
 def scale_widths(widths: tuple[int, ...], factor: float) -> tuple[int, ...]:
     """``widths`` times ``factor``, rounded, at least 1 each: a model's ``width`` multiplier."""
-    if not (math.isfinite(factor) and factor > 0):
-        raise ValueError(f"a width multiplier must be a positive number, got {factor}")
+    check_width(factor)
     return tuple(max(1, round(w * factor)) for w in widths)
 
 
