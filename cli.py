@@ -81,6 +81,11 @@ def train(
     distill: bool = typer.Option(False, "--distill/--no-distill",
                                  help="joint with --share-images: subsets also learn from the RGB logits of the "
                                       "same images (in-place distillation)."),
+    allocation: str = typer.Option("uniform", help="joint: how a step's views are split between the seven "
+                                                   "configurations: 'uniform' (18 each of 128) or "
+                                                   "'inverse-channels' (in proportion to 1/channels: RGB 9, two "
+                                                   "channels 13, one channel 26 each), which trades RGB accuracy "
+                                                   "for one-channel accuracy at the same compute."),
     body: Optional[str] = typer.Option(None, help="task1, --backbone compact's body: 'plain' (the naive CNN's "
                                                   "stages, the default) or 'residual' (wider, 2.5x the FLOPs)."),
     width: float = typer.Option(1.0, help="task1: multiply the width of every layer of our compact network (FLOPs "
@@ -130,9 +135,10 @@ def train(
                     and "adaptive" not in [m.strip() for m in models.split(",")]:
                 raise ValueError("--backbone and --body shape our model: add adaptive to --models")
             options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init,
-                                     pretrained, image_size, batch_size, ctx, width)
-        elif backbone != COMPACT or init is not None or pretrained or body is not None or width != 1.0:
-            raise ValueError("--backbone, --init, --pretrained, --body and --width apply to task1's model")
+                                     pretrained, image_size, batch_size, ctx, width, allocation)
+        elif (backbone != COMPACT or init is not None or pretrained or body is not None or width != 1.0
+              or allocation != "uniform"):
+            raise ValueError("--backbone, --init, --pretrained, --body, --width and --allocation apply to task1's model")
         if task is Task.task2:
             from train.task2 import DEFAULT_TEACHER, check_teacher
 
@@ -181,7 +187,8 @@ def train(
 
 def _task1_options(strategy: str, configs_per_step: int, share_images: bool, distill: bool, body: Optional[str],
                    backbone: str, init: Optional[Path], pretrained: bool, image_size: Optional[int],
-                   batch_size: int, ctx: "DistContext", width: float = 1.0) -> "Task1Options":
+                   batch_size: int, ctx: "DistContext", width: float = 1.0,
+                   allocation: str = "uniform") -> "Task1Options":
     """Task 1's options for our model, checked: the backbone and its initialisation are valid and at hand."""
     from dataclasses import replace
 
@@ -200,8 +207,9 @@ def _task1_options(strategy: str, configs_per_step: int, share_images: bool, dis
     body = body or "plain"
     if body not in BODIES:
         raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
-    options = Task1Options(strategy, configs_per_step, share_images, distill, body, backbone=backbone, width=width)
-    options.adaptive_spec().build_strategy().group_size(batch_size)  # before any download
+    options = Task1Options(strategy, configs_per_step, share_images, distill, body, backbone=backbone, width=width,
+                           allocation=allocation)
+    options.adaptive_spec().build_strategy().group_sizes(batch_size)  # before any download
     if pretrained:
         with ctx.node_first():  # one download per machine; the other processes then read the cache
             init = pretrained_file(backbone)

@@ -74,6 +74,10 @@ ROWS: tuple[Row, ...] = (
         options=Task1Options(configs_per_step=3), every_seed=True),
     Row("ours-width-0.7", "variant: ours at 0.7× width (under half the naive set's FLOPs, all seven per step)",
         options=Task1Options(width=0.7), every_seed=True),
+    # The share/RGB trade: the same compute, more of each step's views for fewer channels.
+    Row("ours-inverse-channels", "variant: ours, a step's views in proportion to 1/channels "
+        "(RGB 9, two channels 13, one channel 26 each)",
+        options=Task1Options(allocation="inverse-channels"), every_seed=True),
     Row("rgb-only", "control: our network trained on RGB alone", options=Task1Options(configs=(ChannelConfig("RGB"),))),
     Row("rgb-only-same-flops", "control: our network on RGB alone, 7× the epochs (ours' FLOPs)",
         options=Task1Options(configs=(ChannelConfig("RGB"),)), epoch_factor=7, every_seed=True),
@@ -336,6 +340,15 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                          f"{against(half, naive, 'naive')}, {flops_ratio(half, naive):.2f}× the naive set's FLOPs "
                          f"(stretch ≤ 0.5×); RGB {acc(half, 'RGB'):.3f}, one channel "
                          + ", ".join(f"{c} {acc(half, c):.3f}" for c in PLANES) + ".")
+    if "ours-inverse-channels" in rows:
+        traded = rows["ours-inverse-channels"]
+        paired = [o for o in ours if o["seed"] in {e["seed"] for e in traded}] or ours
+        lines.append(f"- Trading RGB for one channel at the same compute (`--allocation inverse-channels`: a step's "
+                     f"views in proportion to 1/channels; seeds {seeds_of(traded)}): one channel keeps "
+                     f"{plane_shares(traded)} of its RGB (ours, same seeds: {plane_shares(paired)}); RGB "
+                     f"{acc(traded, 'RGB'):.3f} against ours' {acc(paired, 'RGB'):.3f}, one channel "
+                     + ", ".join(f"{c} {acc(traded, c):.3f} ({acc(paired, c):.3f})" for c in PLANES)
+                     + f"; {against(traded, naive, 'naive')}, {flops_ratio(traded, naive):.2f}× its FLOPs.")
     if {"ours-half-width", "naive-half-width"} <= rows.keys():
         small, small_naive = rows["ours-half-width"], rows["naive-half-width"]
         lines.append(f"- Capacity probe, every layer of both at half width (seeds {seeds_of(small)}; "

@@ -138,6 +138,46 @@ def test_sandwich_on_own_images_shows_each_image_three_times_per_epoch():
     assert all(sorted(s) == list(range(72)) for s in streams)  # each group slot: one pass over the images
 
 
+def test_inverse_channels_allocation_gives_fewer_channels_more_of_each_step():
+    """``--allocation inverse-channels``: views in proportion to 1/channels, the same views per epoch."""
+    split = _id_split(n=126)
+    uniform, traded = JointConfigs(), JointConfigs(allocation="inverse-channels")
+    assert uniform.group_sizes(126) == [18] * 7
+    assert traded.group_sizes(126) == [9, 13, 13, 13, 26, 26, 26]  # RGB, RG, GB, RB, R, G, B
+    assert strategies.allocate(10, [1, 1, 1]) == [4, 3, 3] and strategies.allocate(7, [0.5, 0.5]) == [4, 3]
+    steps = list(traded.steps(split, 126, torch.Generator().manual_seed(0)))
+    assert len(steps) == uniform.steps_per_epoch(126, 126) == 7
+    seen = {c.name: [] for c in ALL_CONFIGS}
+    for groups in steps:
+        assert [g.config for g in groups] == list(ALL_CONFIGS)
+        assert [len(g.labels) for g in groups] == [9, 13, 13, 13, 26, 26, 26]
+        for g in groups:
+            seen[g.config.name] += g.labels.tolist()
+    assert sum(len(v) for v in seen.values()) == 7 * 126  # as many views as the uniform epoch
+    counts = {name: np.bincount(labels, minlength=126) for name, labels in seen.items()}
+    assert counts["RGB"].max() == 1 and len(seen["RGB"]) == 63  # half a pass, no repeats
+    assert counts["R"].min() == 1 and counts["R"].max() == 2 and len(seen["R"]) == 182  # 1.44 passes
+    # The loss is the mean over views: each group's loss weighs by its number of views.
+    model = create_model("adaptive", num_classes=126, **TINY_ADAPTIVE).train()
+    by_channels = lambda logits, y, x, c: torch.tensor(float(c.num_channels))  # noqa: E731
+    loss = traded.loss(model, steps[0], 0.1, by_channels).loss
+    assert loss.item() == pytest.approx((9 * 3 + 39 * 2 + 78 * 1) / 126)
+
+
+def test_allocated_steps_split_across_ranks_into_the_one_process_batch():
+    from train.distributed import Shard
+
+    split, strategy = _id_split(n=126), JointConfigs(allocation="inverse-channels")
+    whole = next(strategy.steps(split, 126, torch.Generator().manual_seed(0)))
+    shares = [next(strategy.steps(split, 126, torch.Generator().manual_seed(0), Shard(r, 2))) for r in range(2)]
+    for i, g in enumerate(whole):
+        parts = [share[i] for share in shares]
+        assert sorted(torch.cat([p.labels for p in parts]).tolist()) == sorted(g.labels.tolist())
+        # DDP averages 2 ranks' means over 7 groups; weighted so, each view counts 1/126, as in one process.
+        assert g.weight == pytest.approx(7 * len(g.labels) / 126)
+        assert all(p.weight == pytest.approx(2 * 7 * len(p.labels) / 126) for p in parts)
+
+
 def test_strategy_options_are_checked():
     with pytest.raises(ValueError, match="share their images"):
         JointConfigs(distill=True)
@@ -150,6 +190,19 @@ def test_strategy_options_are_checked():
     assert isinstance(build_strategy("joint", (RGB,)), FixedConfig)  # one configuration: nothing to mix
     assert isinstance(Task1Options(strategy="sampled").adaptive_spec().build_strategy(), SampledConfig)
     assert not JointConfigs().precise_bn and SampledConfig().precise_bn
+    with pytest.raises(ValueError, match="unknown allocation 'nope'; choose from uniform, inverse-channels"):
+        JointConfigs(allocation="nope")
+    for bad in ({"share_images": True}, {"configs_per_step": 3}):
+        with pytest.raises(ValueError, match="own images"):
+            JointConfigs(allocation="inverse-channels", **bad)
+    with pytest.raises(ValueError, match="fewer than 2 images"):
+        JointConfigs(allocation="inverse-channels").group_sizes(14)  # RGB would get 1 of 14
+    with pytest.raises(ValueError, match="not with --strategy sampled"):
+        Task1Options(strategy="sampled", allocation="inverse-channels")
+    assert SampledConfig().group_sizes(128) == [128]
+    # The default's description is what checkpoints written before the option hold: they resume.
+    assert "allocation" not in JointConfigs().describe()
+    assert JointConfigs(allocation="inverse-channels").describe()["allocation"] == "inverse-channels"
 
 
 def test_width_narrows_ours_alone_and_leaves_default_checkpoints_alone():
@@ -190,6 +243,8 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     (["--width", "0"], "--width must be a positive number"),
     (["--width", "inf"], "--width must be a positive number"),
     (["--width", "2", "--backbone", "resnet18"], "--width scales the compact network"),
+    (["--allocation", "nope"], "unknown allocation 'nope'"),
+    (["--allocation", "inverse-channels", "--share-images"], "own images"),
 ])
 def test_train_refuses_bad_strategy_options_before_loading_data(args, message, tmp_path):
     from typer.testing import CliRunner
@@ -198,6 +253,17 @@ def test_train_refuses_bad_strategy_options_before_loading_data(args, message, t
 
     result = CliRunner().invoke(cli.app, ["train", "task1", "--data", str(tmp_path / "missing"), *args])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_the_sampled_strategy_passes_the_cli_checks(tmp_path):
+    """``--strategy sampled`` (the earlier recipe) reaches the data, as every documented strategy must."""
+    from typer.testing import CliRunner
+
+    import cli
+
+    missing = tmp_path / "missing"
+    result = CliRunner().invoke(cli.app, ["train", "task1", "--strategy", "sampled", "--data", str(missing)])
+    assert result.exit_code == 2 and f"dataset folder {missing} does not exist" in result.output, result.output
 
 
 def test_width_0_7_trains_in_under_half_the_naive_sets_flops():

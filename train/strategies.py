@@ -16,7 +16,7 @@ not a branch in ``fit``.
   slimmable-network variants: the groups share their images (``share_images``), and the
   subsets also learn from the RGB logits of those images (``distill``, in-place
   distillation, Yu & Huang 2019), or fewer configurations per step chosen by the
-  sandwich rule.
+  sandwich rule, or a step's views split unevenly between configurations (``allocation``).
 """
 from __future__ import annotations
 
@@ -83,6 +83,9 @@ class TrainingStrategy(Protocol):
     def steps_per_epoch(self, images: int, batch_size: int) -> int:
         """How many items :meth:`steps` yields for ``images`` training images."""
 
+    def group_sizes(self, batch_size: int) -> list[int]:
+        """The images in each group of a step; ``ValueError`` when one would hold fewer than 2."""
+
     def loss(self, model: nn.Module, groups: list[ConfigGroup], label_smoothing: float,
              loss_fn: LossFn | None = None) -> StepResult:
         """Forward every group and return the step's loss (the mean over groups)."""
@@ -116,6 +119,51 @@ def sandwich_configs(count: int, generator: torch.Generator,
     while len(chosen) < count:
         chosen.append(_pick(rest, generator))
     return sorted(chosen, key=lambda c: c.index)
+
+
+#: How a joint step's views are split between its configurations (``--allocation``): a weight per
+#: configuration, normalised over the step.
+ALLOCATIONS: dict[str, Callable[[ChannelConfig], float]] = {
+    "uniform": lambda config: 1.0,
+    # Fewer channels, more views: trades RGB accuracy for one-channel accuracy (BENCHMARKS.md).
+    "inverse-channels": lambda config: 1.0 / config.num_channels,
+}
+
+
+def allocate(total: int, weights: list[float]) -> list[int]:
+    """``total`` split in proportion to ``weights``, rounded by largest remainder (the parts sum to ``total``)."""
+    exact = [total * w / sum(weights) for w in weights]
+    parts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: parts[i] - exact[i])
+    for i in by_remainder[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+def _check_group_sizes(sizes: list[int], batch_size: int, configs: int) -> list[int]:
+    if min(sizes) < 2:
+        raise ValueError(f"batch size {batch_size} leaves fewer than 2 images for some of "
+                         f"{configs} configurations (batch norm needs 2)")
+    return sizes
+
+
+class _ImageStream:
+    """Endless passes over ``n`` images, each pass a new permutation drawn from ``generator``."""
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n, self.generator = n, generator
+        self.order, self.position = torch.randperm(n, generator=generator), 0
+
+    def take(self, count: int) -> torch.Tensor:
+        parts = []
+        while count:
+            if self.position == self.n:
+                self.order, self.position = torch.randperm(self.n, generator=self.generator), 0
+            part = self.order[self.position : self.position + count]
+            self.position += len(part)
+            count -= len(part)
+            parts.append(part)
+        return torch.cat(parts)
 
 
 def _cross_entropy(label_smoothing: float) -> LossFn:
@@ -161,6 +209,9 @@ class FixedConfig:
     def steps_per_epoch(self, images: int, batch_size: int) -> int:
         return len(range(0, images, batch_size))
 
+    def group_sizes(self, batch_size: int) -> list[int]:
+        return _check_group_sizes([batch_size], batch_size, 1)
+
     def loss(self, model: nn.Module, groups: list[ConfigGroup], label_smoothing: float,
              loss_fn: LossFn | None = None) -> StepResult:
         return _mean_loss(model, groups, loss_fn or _cross_entropy(label_smoothing))
@@ -195,9 +246,16 @@ class JointConfigs:
       otherwise each group draws from its own permutation of the training set, so the step's
       gradients come from ``batch_size`` different images.
     - ``distill``: the subsets' loss is ``(1 - w) * CE(labels) + w * T^2 * KL(RGB logits, detached)``.
+    - ``allocation`` (a key of :data:`ALLOCATIONS`): how the step's views are split between
+      the configurations; ``uniform`` gives each ``batch_size // configs_per_step``. Another
+      rule (all seven per step, own images only) draws each group from an endless stream of
+      permutations, and the step's loss is the mean over its views, so a configuration with
+      more views gets more of the update.
 
     An epoch is one pass of each group's permutation: every image is seen
-    ``configs_per_step`` times, and with all seven, once by each configuration.
+    ``configs_per_step`` times, and with all seven, once by each configuration. Under another
+    allocation an epoch has as many steps and views, and a configuration sees each image in
+    proportion to its share.
     """
 
     configs: tuple[ChannelConfig, ...] = ALL_CONFIGS
@@ -206,6 +264,7 @@ class JointConfigs:
     distill: bool = False
     distill_weight: float = 0.5
     temperature: float = 1.0
+    allocation: str = "uniform"
     name: str = "joint"
 
     def __post_init__(self) -> None:
@@ -215,6 +274,12 @@ class JointConfigs:
             raise ValueError("distillation needs the groups to share their images (share_images)")
         if self.distill and self.configs[0].num_channels != 3:
             raise ValueError("distillation needs RGB, the teacher, among the configurations")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"unknown allocation {self.allocation!r}; choose from {', '.join(ALLOCATIONS)}")
+        if self.allocation != "uniform" and (self.share_images or self._sampled):
+            raise ValueError(f"allocation {self.allocation} splits the views of a step that trains every "
+                             "configuration on its own images: not with --share-images or --configs-per-step "
+                             f"below {len(self.configs)}")
 
     @property
     def _sampled(self) -> bool:
@@ -233,11 +298,21 @@ class JointConfigs:
                              f"{self.configs_per_step} configurations (batch norm needs 2)")
         return size
 
+    def group_sizes(self, batch_size: int) -> list[int]:
+        size = self.group_size(batch_size)
+        if self.allocation == "uniform":
+            return [size] * self.configs_per_step
+        weights = [ALLOCATIONS[self.allocation](c) for c in self.configs]
+        return _check_group_sizes(allocate(size * len(self.configs), weights), batch_size, len(self.configs))
+
     def steps_per_epoch(self, images: int, batch_size: int) -> int:
         return len(range(0, images, self.group_size(batch_size)))
 
     def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator,
               shard: Shard = Shard()) -> Iterator[list[ConfigGroup]]:
+        if self.allocation != "uniform":
+            yield from self._allocated_steps(split, batch_size, generator, shard)
+            return
         size = self.group_size(batch_size)
         n = len(split)
         orders = [torch.randperm(n, generator=generator)
@@ -258,6 +333,17 @@ class JointConfigs:
                     continue
                 yield [_group(split, idx, c, generator, shard) for idx, c in zip(chunks, configs)]
 
+    def _allocated_steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator,
+                         shard: Shard) -> Iterator[list[ConfigGroup]]:
+        sizes = self.group_sizes(batch_size)
+        streams = [_ImageStream(len(split), generator) for _ in self.configs]
+        for _ in range(self.steps_per_epoch(len(split), batch_size)):
+            groups = [_group(split, stream.take(size), c, generator, shard)
+                      for stream, size, c in zip(streams, sizes, self.configs)]
+            for g, size in zip(groups, sizes):
+                g.weight *= size * len(sizes) / sum(sizes)  # the mean over groups becomes the mean over views
+            yield groups
+
     def loss(self, model: nn.Module, groups: list[ConfigGroup], label_smoothing: float,
              loss_fn: LossFn | None = None) -> StepResult:
         criterion = loss_fn or _cross_entropy(label_smoothing)
@@ -276,6 +362,8 @@ class JointConfigs:
 
     def describe(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_") and k != "configs"}
+        if self.allocation == "uniform":
+            del out["allocation"]  # as before the option existed: earlier checkpoints still resume
         out["configs"] = [c.name for c in self.configs]
         return {"strategy": self.name, **{k: v for k, v in out.items() if k != "name"}}
 

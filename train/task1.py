@@ -48,16 +48,22 @@ class Task1Options:
     #: The same for the naive CNNs, which otherwise keep their published shape: the benchmark's
     #: capacity probe narrows both sides.
     naive_width: float = 1.0
+    #: How a joint step's views are split between the configurations (``--allocation``, a key of
+    #: ``train.strategies.ALLOCATIONS``): ``uniform``, or ``inverse-channels`` (more for fewer channels).
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
         check_width(self.width, "--width")
         check_width(self.naive_width, "the naive CNNs' width")
         if self.width != 1.0 and self.backbone != COMPACT:
             raise ValueError("--width scales the compact network; a torchvision --backbone keeps its own widths")
+        if self.allocation != "uniform" and self.strategy != "joint":
+            raise ValueError("--allocation splits the views of a joint step; not with --strategy " + self.strategy)
 
     def adaptive_spec(self) -> RunSpec:
         options = ({"configs_per_step": self.configs_per_step, "share_images": self.share_images,
-                    "distill": self.distill} if self.strategy == "joint" else {})
+                    "distill": self.distill, "allocation": self.allocation}
+                   if self.strategy == "joint" else {})
         model, kwargs = (("adaptive", {"body": self.body, **width_kwargs(self.width)}) if self.backbone == COMPACT
                          else ("backbone", {"backbone": self.backbone}))
         return RunSpec("adaptive", model, kwargs, self.configs, self.strategy, options, init=self.init)
