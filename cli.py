@@ -46,11 +46,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _split_models(text: str, known: tuple[str, ...]) -> list[str]:
-    models = [m.strip() for m in text.split(",") if m.strip()]
+def _split_models(text: str | tuple[str, ...], known: tuple[str, ...]) -> list[str]:
+    """``--models``, checked: a non-empty comma list of ``known`` names (a tuple is taken as is)."""
+    models = list(text) if isinstance(text, tuple) else [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in models if m not in known]
     if unknown or not models:
-        _fail(f"unknown model(s) {unknown or text!r}; choose from {', '.join(known)}")
+        raise ValueError(f"--models: {'unknown model(s) ' + ', '.join(unknown) if unknown else 'no model given'}; "
+                         f"choose from {', '.join(known)}")
     return models
 
 
@@ -58,10 +60,10 @@ def _split_models(text: str, known: tuple[str, ...]) -> list[str]:
 def train(
     task: Task = typer.Argument(..., help="task1: any-channel model vs baselines; task2: shallow vs ResNet34."),
     data: Optional[str] = typer.Option(None, help="Dataset folder (file lists or ImageFolder); default: embedded synthetic set."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs per model (default: 6 for task1, 12 for task2)."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per model (default: 6 for task1, 12 for task2)."),
     image_size: Optional[int] = typer.Option(
-        None, help="Input side in pixels (default: 32 for the embedded set, 64 for a dataset folder)."),
-    batch_size: int = typer.Option(128),
+        None, min=1, help="Input side in pixels (default: 32 for the embedded set, 64 for a dataset folder)."),
+    batch_size: int = typer.Option(128, min=2, help="Views (image x configuration) per step; batch norm needs 2."),
     lr: float = typer.Option(2e-3, help="Peak learning rate of the one-cycle schedule."),
     models: Optional[str] = typer.Option(None, help="Comma list; task1: adaptive,naive,course; "
                                                     "task2: naive,resnet34,shallow."),
@@ -69,7 +71,7 @@ def train(
     device: Device = typer.Option(Device.cpu, help="auto picks CUDA when torch sees one."),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="Continue each run from its last.pt."),
-    train_eval_samples: int = typer.Option(2500, help="Training images used for the final train accuracy."),
+    train_eval_samples: int = typer.Option(2500, min=1, help="Training images used for the final train accuracy."),
     strategy: str = typer.Option("joint", help="task1, our model: 'joint' (several configurations every step) or "
                                                "'sampled' (one drawn per batch, the earlier recipe)."),
     configs_per_step: int = typer.Option(7, help="joint: configurations per step (7 = all; fewer are drawn by "
@@ -131,17 +133,34 @@ def train(
         if task is Task.task1:
             # Bad combinations (--distill without --share-images, an unknown backbone, an --init file of
             # another architecture, --pretrained offline...) fail before any data work.
-            if (backbone != COMPACT or body is not None) and models is not None \
-                    and "adaptive" not in [m.strip() for m in models.split(",")]:
-                raise ValueError("--backbone and --body shape our model: add adaptive to --models")
+            from train.task1 import MODELS as TASK1_MODELS
+
+            model_list = _split_models(TASK1_MODELS if models is None else models, TASK1_MODELS)
+            ours = {"--backbone": backbone != COMPACT, "--body": body is not None, "--width": width != 1.0,
+                    "--strategy": strategy != "joint", "--configs-per-step": configs_per_step != 7,
+                    "--share-images": share_images, "--distill": distill, "--allocation": allocation != "uniform"}
+            if "adaptive" not in model_list and any(ours.values()):
+                raise ValueError(f"{', '.join(k for k, v in ours.items() if v)}: options of our model; add "
+                                 "adaptive to --models")
             options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init,
                                      pretrained, image_size, batch_size, ctx, width, allocation)
+            if image_size is not None:
+                from train.engine import check_input_size
+                from train.task1 import run_specs as task1_specs
+
+                check_input_size([sp for m in model_list for sp in task1_specs(m, options)], image_size)
         elif (backbone != COMPACT or init is not None or pretrained or body is not None or width != 1.0
               or allocation != "uniform"):
             raise ValueError("--backbone, --init, --pretrained, --body, --width and --allocation apply to task1's model")
         if task is Task.task2:
-            from train.task2 import DEFAULT_TEACHER, check_teacher
+            from train.task2 import DEFAULT_TEACHER, MODELS as TASK2_MODELS, check_teacher
 
+            model_list = _split_models(TASK2_MODELS if models is None else models, TASK2_MODELS)
+            if image_size is not None:
+                from train.engine import check_input_size
+                from train.task2 import run_specs as task2_specs
+
+                check_input_size([sp for m in model_list for sp in task2_specs(m)], image_size)
             teacher = DEFAULT_TEACHER if teacher is None else teacher
             teacher = None if teacher == "none" else teacher  # from here on, None means labels only
             check_teacher(teacher)
@@ -154,18 +173,18 @@ def train(
                        + ", ".join(f"{k} {len(v)}" for k, v in dataset.splits.items())
                        + f", {dataset.image_size} px" + (f"; {ctx.world} processes" if ctx.distributed else ""))
         if task is Task.task1:
-            from train.task1 import MODELS, run_task1
+            from train.task1 import run_task1
 
-            cfg = TrainConfig(epochs=epochs or DEFAULT_TASK1_EPOCHS, batch_size=batch_size, lr=lr, seed=seed,
+            cfg = TrainConfig(epochs=DEFAULT_TASK1_EPOCHS if epochs is None else epochs, batch_size=batch_size, lr=lr, seed=seed,
                               device=device.value, amp=amp)
-            results = run_task1(dataset, _split_models(models or ",".join(MODELS), MODELS), out, cfg,
+            results = run_task1(dataset, model_list, out, cfg,
                                 resume=resume, train_eval_samples=train_eval_samples, options=options, ctx=ctx)
         else:
-            from train.task2 import MODELS, run_task2
+            from train.task2 import run_task2
 
-            cfg = TrainConfig(epochs=epochs or 12, batch_size=batch_size, lr=lr, seed=seed, device=device.value,
+            cfg = TrainConfig(epochs=12 if epochs is None else epochs, batch_size=batch_size, lr=lr, seed=seed, device=device.value,
                               amp=amp)
-            results = run_task2(dataset, _split_models(models or ",".join(MODELS), MODELS), out, cfg,
+            results = run_task2(dataset, model_list, out, cfg,
                                 resume=resume, train_eval_samples=train_eval_samples,
                                 teacher=teacher, ctx=ctx)
     except KeyboardInterrupt:
@@ -221,13 +240,16 @@ def _task1_options(strategy: str, configs_per_step: int, share_images: bool, dis
 @app.command()
 def summary(
     task: Task = typer.Argument(Task.task1),
-    image_size: int = typer.Option(32),
-    num_classes: int = typer.Option(10),
+    image_size: int = typer.Option(32, min=1),
+    num_classes: int = typer.Option(10, min=2),
 ) -> None:
     """Print each model's layers, parameters and FLOPs per channel configuration."""
     from train.summary import summarize
 
-    typer.echo(summarize(task.value, image_size, num_classes))
+    try:
+        typer.echo(summarize(task.value, image_size, num_classes))
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 @app.command("export")
@@ -249,7 +271,7 @@ def export_graphs(
                                                     "split, on CUDA when onnxruntime has it."),
     data: Optional[str] = typer.Option(None, help="For --int8/--fp16: the training data (default: the checkpoint's "
                                                   "own, if it is the synthetic set or beside the shared data)."),
-    max_drop: float = typer.Option(0.02, "--max-drop", "--int8-max-drop",
+    max_drop: float = typer.Option(0.02, "--max-drop", "--int8-max-drop", min=0.0, max=1.0,
                                    help="For --int8/--fp16: largest accepted top-1 loss (0.02 = 2 points)."),
     lower: bool = typer.Option(False, "--lower", help="Write convolutions with output maps of at most 4 pixels "
                                                       "as a gather and one matmul: same results, faster in "
@@ -344,6 +366,12 @@ def predict(
         typer.echo(f"{path} [{config.name}]: " + ", ".join(f"{r.label} {r.probability:.3f}" for r in preds))
 
 
+def _first_names(names: "tuple[str, ...] | list[str]", shown: int = 3) -> str:
+    """``cat, dog (2 classes)`` or ``a, b, c, ... (50 classes)``."""
+    head = ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+    return f"{head} ({len(names)} classes)"
+
+
 @app.command()
 def evaluate(
     artifacts: Path = typer.Option(DEFAULT_ARTIFACTS, help="Exported graphs: a folder or its manifest.json."),
@@ -372,6 +400,11 @@ def evaluate(
     try:
         configs = clf.configs if channels.strip().lower() == "all" else parse_channel_list(channels)
         dataset = load_dataset(data, clf.artifacts.image_size)
+        if tuple(dataset.class_names) != tuple(clf.class_names):
+            # Label indices from another class list would be scored against the wrong classes.
+            raise DatasetError(f"{dataset.name} has classes {_first_names(dataset.class_names)}, but the graphs "
+                               f"in {artifacts} were trained on {_first_names(clf.class_names)}; evaluate them "
+                               "on data with the same classes")
         test = dataset.splits["test"]
         if trt_fp16:  # validated like export's fp16 graphs: top-1 against fp32 on the CPU, same images
             checks = validate_precision(clf, _classifier(artifacts, RuntimeDevice.cpu), test.images, test.labels,
@@ -414,13 +447,24 @@ def _torch_eager(artifacts, config, checkpoint: Optional[Path]):
         import torch
     except ImportError:
         return None, "skipped: torch is not installed"
+    from export.pipeline import default_checkpoint
     from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 
-    path = checkpoint or artifacts.root.parent / artifacts.model / "best.pt"
+    # Beside the graphs' folder, in the run folder export reads by default (naive-R/ for naive R).
+    run = default_checkpoint(artifacts.task, artifacts.model, config, Path(".")).parent.name
+    path = checkpoint or artifacts.root.parent / run / "best.pt"
     try:
         ckpt = load_checkpoint(path, artifacts.task)
+        graph = artifacts.manifest.get("graphs", {}).get(config.name, {})
+        if ckpt.get("model") != artifacts.model:
+            raise CheckpointError(f"checkpoint {path} holds model {ckpt.get('model')!r}, the graphs in "
+                                  f"{artifacts.root} {artifacts.model!r}")
+        if graph.get("data_fingerprint") and ckpt.get("data_fingerprint") != graph["data_fingerprint"]:
+            raise CheckpointError(f"checkpoint {path} was trained on other data than the graphs in {artifacts.root}")
         model = model_from_checkpoint(ckpt)
     except CheckpointError as exc:
+        if checkpoint is not None:  # asked for by name: an error, not a silent skip
+            raise
         return None, f"skipped: {exc} (pass --checkpoint)"
     # The resolved module is what export traced: the same computation as the graph.
     module = model.resolve(config).eval() if hasattr(model, "resolve") else model
@@ -440,8 +484,10 @@ def bench(
     batch_sizes: str = typer.Option("1,32", help="Comma list of batch sizes."),
     runs: int = typer.Option(100, min=1, help="Timed calls per batch size."),
     warmup: int = typer.Option(5, min=0, help="Untimed calls before timing."),
-    checkpoint: Optional[Path] = typer.Option(None, help="PyTorch checkpoint for the eager comparison "
-                                                         "(default <artifacts>/../<model>/best.pt)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="PyTorch checkpoint for the eager comparison (default: "
+                                                         "the one export reads, beside the graphs' folder: "
+                                                         "<artifacts>/../<model>/best.pt, naive-R/ for naive R); "
+                                                         "one given here must be the graphs' own."),
     device: RuntimeDevice = DEVICE_OPTION,
     precision: str = typer.Option("fp32", help="fp32, or a variant exported with --int8 / --fp16."),
     trt_fp16: bool = TRT_FP16_OPTION,
@@ -477,7 +523,10 @@ def bench(
     except AnyChannelError as exc:
         _fail(str(exc))
     threads = available_cores()
-    eager, eager_note = _torch_eager(clf.artifacts, config, checkpoint)
+    try:
+        eager, eager_note = _torch_eager(clf.artifacts, config, checkpoint)
+    except AnyChannelError as exc:
+        _fail(str(exc))
     # Eager gets its best of 1 thread and all cores: on a busy machine torch's OpenMP threads can
     # stall each other, and a fair comparison should not count that against it.
     eager_threads = sorted({1, threads})

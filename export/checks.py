@@ -16,8 +16,12 @@ CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan"})
 
 
 def check_opset(opset: int) -> None:
+    """Refuse an opset outside what the contract needs and the installed onnx package knows."""
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old: the graph contract needs opset {MIN_OPSET} or newer")
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise ExportError(f"opset {opset} is newer than onnx {onnx.__version__} knows (up to {newest})")
 
 
 def opset_of(model: onnx.ModelProto) -> int:

@@ -124,7 +124,10 @@ def export_onnx(module: nn.Module, config: ChannelConfig, path: "str | os.PathLi
     path = Path(path)
     input_shape = (config.num_channels, info.image_size, info.image_size)
     if lower:
-        module, _ = lower_small_convs(module, torch.zeros(1, *input_shape))
+        module, lowered = lower_small_convs(module, torch.zeros(1, *input_shape))
+        if not lowered:
+            warnings.warn(f"--lower: no convolution of the {config} graph has an output map that small at "
+                          f"{info.image_size} px; it is exported as without --lower", stacklevel=2)
     graph = to_onnx_proto(module, config, info.image_size, opset)
     check_graph(graph, config.name, input_shape, info.num_classes)
     simplified, note = False, "not requested"

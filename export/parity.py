@@ -50,7 +50,13 @@ class ParityReport:
 def cpu_session(model: "str | os.PathLike[str] | bytes") -> ort.InferenceSession:
     """An onnxruntime session pinned to the CPU provider (the GPU build would otherwise try CUDA)."""
     source = model if isinstance(model, bytes) else os.fspath(model)
-    return ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own Fail/InvalidGraph types, from its C++ layer
+        from .errors import ExportError
+
+        reason = " ".join(str(exc).split())
+        raise ExportError(f"onnxruntime {ort.__version__} cannot load the exported graph: {reason}") from None
 
 
 def run_session(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:

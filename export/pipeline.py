@@ -108,6 +108,9 @@ def plan(task: str, channels: str, model: str | None, checkpoint: Path | None,
         pairs = [(c, target) for c in (wanted or parse_channel_list(list(target.configs)))]
     else:
         model = model or default_model(task)
+        known = (task1 if task == "task1" else task2).MODELS
+        if model not in known:
+            raise ExportError(f"unknown model {model!r} for {task}; choose from {', '.join(known)}")
         if model in PER_CONFIG_MODELS[task]:
             pairs = [(c, load_target(default_checkpoint(task, model, c, root), task, model))
                      for c in (wanted or parse_channel_list("all"))]

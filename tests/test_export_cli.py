@@ -70,9 +70,39 @@ def test_bad_input_gets_one_line_and_a_non_zero_exit(checkpoint, tmp_path):
                   "supports RGB, not R", out)
     _assert_fails(_export("--model", "course", *ok), "holds model 'adaptive', not 'course'", out)
     _assert_fails(_export("--opset", "16", *ok), "opset 16 is too old", out)
+    _assert_fails(_export("--opset", "99", *ok), "opset 99 is newer than onnx", out)
+    _assert_fails(_export("--model", "bogus", "--out", str(out)), "unknown model 'bogus' for task1", out)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     _assert_fails(_export("--checkpoint", str(checkpoint), "--out", str(blocker / "onnx")), "is not writable")
+
+
+def test_an_opset_onnxruntime_cannot_load_is_one_line_not_a_traceback(checkpoint, tmp_path, monkeypatch):
+    import export.parity as parity
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : official support\n for domain ai.onnx is till opset 26")
+
+    monkeypatch.setattr(parity.ort, "InferenceSession", refuse)
+    out = tmp_path / "onnx"
+    result = _export("--checkpoint", str(checkpoint), "--channels", "R", "--out", str(out))
+    _assert_fails(result, "cannot load the exported graph: [ONNXRuntimeError] : 1 : FAIL : official support for "
+                          "domain ai.onnx is till opset 26", out)
+
+
+def test_lower_says_when_it_lowers_nothing(checkpoint, tmp_path, monkeypatch):
+    """The default 32 px body has no map small enough: ``--lower`` must say it changed nothing."""
+    import warnings
+
+    import export.onnx as onnx_export
+    from export import export_task
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the tiny test model's 16 px maps are lowered: no warning
+        export_task("task1", "R", checkpoint=checkpoint, out=tmp_path / "lowered", lower=True)
+    monkeypatch.setattr(onnx_export, "lower_small_convs", lambda module, example: (module, 0))
+    with pytest.warns(UserWarning, match="--lower: no convolution of the R graph"):
+        export_task("task1", "R", checkpoint=checkpoint, out=tmp_path / "onnx", lower=True)
 
 
 def test_parity_failure_aborts_with_the_configuration_and_the_difference(checkpoint, tmp_path, monkeypatch):

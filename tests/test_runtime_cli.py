@@ -98,6 +98,21 @@ def test_evaluate_table_for_chosen_configurations(run_cli, task1_artifacts):
     assert "| RG |" not in result.output
 
 
+def test_evaluate_refuses_data_with_other_classes(run_cli, task1_artifacts, tmp_path):
+    """Scores against another class list would be meaningless numbers, not an error."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        for name in ("cat", "dog"):
+            folder = tmp_path / "pets" / split / name
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    result = run_cli("evaluate", "--artifacts", task1_artifacts, "--data", tmp_path / "pets", "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    assert "pets has classes cat, dog (2 classes), but the graphs" in result.output
+    assert "evaluate them on data with the same classes" in result.output
+
+
 # --- bench ----------------------------------------------------------------------------------------
 
 def test_bench_reports_latency_providers_and_eager(run_cli, task1_artifacts):
@@ -114,12 +129,24 @@ def test_bench_reports_latency_providers_and_eager(run_cli, task1_artifacts):
         assert row["max_abs_logit_diff"] < 1e-3
 
 
-def test_bench_without_a_checkpoint_notes_it(run_cli, task1_artifacts, tmp_path):
-    result = run_cli("bench", "--artifacts", task1_artifacts, "--batch-sizes", "2", "--runs", 2,
-                     "--checkpoint", tmp_path / "none.pt", "--device", "cpu")
+def test_bench_without_a_checkpoint_notes_it(run_cli, task1_artifacts, task1_run, tmp_path):
+    import shutil
+
+    import torch
+
+    alone = shutil.copytree(task1_artifacts, tmp_path / "elsewhere" / "onnx")  # no run folder beside it
+    result = run_cli("bench", "--artifacts", alone, "--batch-sizes", "2", "--runs", 2, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "PyTorch eager: skipped" in result.output and "| onnxruntime | 2 |" in result.output
     assert run_cli("bench", "--artifacts", task1_artifacts, "--batch-sizes", "0").exit_code == 2
+    # A checkpoint asked for by name must exist and be the graphs' own: an error, not a skip.
+    missing = run_cli("bench", "--artifacts", task1_artifacts, "--checkpoint", tmp_path / "none.pt", "--device", "cpu")
+    assert missing.exit_code == 2 and "does not exist" in missing.output, missing.output
+    other = torch.load(task1_run / "adaptive" / "best.pt", weights_only=True)
+    other["model"] = "course"
+    torch.save(other, tmp_path / "course.pt")
+    wrong = run_cli("bench", "--artifacts", task1_artifacts, "--checkpoint", tmp_path / "course.pt", "--device", "cpu")
+    assert wrong.exit_code == 2 and "holds model 'course', the graphs in" in wrong.output, wrong.output
 
 
 # --- doctor ---------------------------------------------------------------------------------------
@@ -248,9 +275,12 @@ def test_bench_warns_once_when_cuda_fails_at_session_creation(run_cli, task1_art
 
 def test_bench_says_which_provider_ran_and_whether_the_engine_was_cached(run_cli, task1_artifacts, fake_ort,
                                                                          tmp_path):
+    import shutil
+
     fake_ort()
-    args = ("bench", "--artifacts", task1_artifacts, "--device", "tensorrt", "--trt-cache-dir", tmp_path / "trt",
-            "--batch-sizes", 1, "--runs", 2, "--warmup", 0, "--checkpoint", tmp_path / "none.pt", "--json")
+    alone = shutil.copytree(task1_artifacts, tmp_path / "elsewhere" / "onnx")  # no checkpoint: no eager run
+    args = ("bench", "--artifacts", alone, "--device", "tensorrt", "--trt-cache-dir", tmp_path / "trt",
+            "--batch-sizes", 1, "--runs", 2, "--warmup", 0, "--json")
     first = json.loads(run_cli(*args).output)
     assert first["provider"] == "TensorrtExecutionProvider" and first["device"] == "tensorrt"
     cache = Path(first["tensorrt"]["engine_cache"])

@@ -197,6 +197,8 @@ def test_strategy_options_are_checked():
             JointConfigs(allocation="inverse-channels", **bad)
     with pytest.raises(ValueError, match="fewer than 2 images"):
         JointConfigs(allocation="inverse-channels").group_sizes(14)  # RGB would get 1 of 14
+    with pytest.raises(ValueError, match="--configs-per-step, --share-images: options of --strategy joint; not with --strategy sampled"):
+        Task1Options(strategy="sampled", configs_per_step=3, share_images=True)
     with pytest.raises(ValueError, match="not with --strategy sampled"):
         Task1Options(strategy="sampled", allocation="inverse-channels")
     assert SampledConfig().group_sizes(128) == [128]
@@ -244,6 +246,14 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     (["--width", "inf"], "--width must be a positive number"),
     (["--width", "2", "--backbone", "resnet18"], "--width scales the compact network"),
     (["--allocation", "nope"], "unknown allocation 'nope'"),
+    (["--models", ""], "--models: no model given; choose from adaptive, naive, course"),
+    (["--models", "naive", "--width", "0.5", "--distill"], "--width, --distill: options of our model; add adaptive"),
+    (["--strategy", "sampled", "--share-images"], "--share-images: options of --strategy joint"),
+    (["--image-size", "8"], "--image-size 8 is too small for adaptive"),
+    (["--image-size", "8", "--models", "naive"], "--image-size 8 is too small for naive"),
+    (["--epochs", "0"], "'--epochs'"),
+    (["--train-eval-samples", "0"], "'--train-eval-samples'"),
+    (["--batch-size", "1"], "'--batch-size'"),
     (["--allocation", "inverse-channels", "--share-images"], "own images"),
 ])
 def test_train_refuses_bad_strategy_options_before_loading_data(args, message, tmp_path):
@@ -253,6 +263,17 @@ def test_train_refuses_bad_strategy_options_before_loading_data(args, message, t
 
     result = CliRunner().invoke(cli.app, ["train", "task1", "--data", str(tmp_path / "missing"), *args])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_summary_prints_each_model_and_refuses_an_image_too_small_for_one():
+    from typer.testing import CliRunner
+
+    import cli
+
+    ok = CliRunner().invoke(cli.app, ["summary", "task2", "--image-size", "16"])
+    assert ok.exit_code == 0 and "== shallow ==" in ok.output and "MFLOPs at 16px" in ok.output, ok.output
+    small = CliRunner().invoke(cli.app, ["summary", "task1", "--image-size", "16"])
+    assert small.exit_code == 2 and "--image-size 16 is too small for course" in small.output, small.output
 
 
 def test_the_sampled_strategy_passes_the_cli_checks(tmp_path):

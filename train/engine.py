@@ -189,6 +189,25 @@ def step_flops(model: nn.Module, configs: tuple[ChannelConfig, ...], image_size:
     return out
 
 
+def check_input_size(specs: list[RunSpec], image_size: int) -> None:
+    """Raise ``ValueError`` naming the model unless every run of ``specs`` takes ``image_size`` px
+    inputs (each pooling stage halves the map); before any data work, so no run fails after
+    training. A torchvision ``--backbone`` is probed by ``check_backbone`` instead."""
+    from .models import create_model
+
+    for spec in specs:
+        if spec.model == "backbone":
+            continue
+        model = create_model(spec.model, num_classes=2, **spec.model_kwargs).eval()
+        config = spec.configs[0]
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, config.num_channels, image_size, image_size), config)
+        except RuntimeError as exc:
+            raise ValueError(f"--image-size {image_size} is too small for {spec.model} "
+                             f"({str(exc).splitlines()[0]}); use a larger one") from None
+
+
 class StepModule(nn.Module):
     """One optimizer step's forward passes as one module call.
 

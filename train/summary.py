@@ -12,6 +12,9 @@ def summarize(task: str, image_size: int, num_classes: int) -> str:
         from .task1 import MODELS, run_specs
     else:
         from .task2 import MODELS, run_specs  # type: ignore[no-redef]
+    from .engine import check_input_size
+
+    check_input_size([spec for name in MODELS for spec in run_specs(name)], image_size)
     lines: list[str] = []
     for name in MODELS:
         specs = run_specs(name)

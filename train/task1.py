@@ -57,8 +57,11 @@ class Task1Options:
         check_width(self.naive_width, "the naive CNNs' width")
         if self.width != 1.0 and self.backbone != COMPACT:
             raise ValueError("--width scales the compact network; a torchvision --backbone keeps its own widths")
-        if self.allocation != "uniform" and self.strategy != "joint":
-            raise ValueError("--allocation splits the views of a joint step; not with --strategy " + self.strategy)
+        joint_only = {"--configs-per-step": self.configs_per_step != 7, "--share-images": self.share_images,
+                      "--distill": self.distill, "--allocation": self.allocation != "uniform"}
+        if self.strategy != "joint" and any(joint_only.values()):
+            raise ValueError(f"{', '.join(k for k, v in joint_only.items() if v)}: options of --strategy joint; "
+                             f"not with --strategy {self.strategy}")
 
     def adaptive_spec(self) -> RunSpec:
         options = ({"configs_per_step": self.configs_per_step, "share_images": self.share_images,

@@ -243,8 +243,10 @@ def load_dataset(
     each split finishes; ``show_progress`` draws a progress bar on a terminal.
     """
     cache_dir = Path(cache_dir)
+    if image_size is not None and image_size < 1:
+        raise DatasetError(f"image size must be at least 1 pixel, got {image_size}")
     if data is None or str(data) == SYNTHETIC:
-        size = image_size or 32
+        size = 32 if image_size is None else image_size
         name = SYNTHETIC
         folder = cache_dir / f"synthetic-v{synthetic.VERSION}-seed{seed}-{size}px"
         if _load_cached(folder, size) is None:
@@ -261,7 +263,7 @@ def load_dataset(
                          fingerprint(*arrays["train"]))
     else:
         source = discover(data)
-        size = image_size or 64
+        size = 64 if image_size is None else image_size
         name = Path(data).resolve().name
         folder = cache_dir / f"{name}-{_source_key(source, size)}-{size}px"
         if _load_cached(folder, size) is None:
