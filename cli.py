@@ -616,6 +616,9 @@ def doctor(
     except ImportError:
         torch_cuda, report["torch"] = None, None
     report["problems"] = problems(report, torch_cuda)
+    cpu_session = report.get("sessions", {}).get("cpu")
+    if isinstance(cpu_session, str):  # the CPU provider is always there: the graphs themselves are the problem
+        report["problems"].append(f"--artifacts {artifacts}: {cpu_session.removeprefix('error: ')}")
     if json_out:
         _echo_json(report)
         return

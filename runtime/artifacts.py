@@ -53,10 +53,11 @@ class Artifacts:
         except KeyError:
             flag = "" if self.precision == "fp32" else f" --{self.precision}"
             what = "configuration" if self.precision == "fp32" else f"{self.precision} graph of"
+            hint = (f"export it with `python cli.py export --task {self.task} --channels {config.name}{flag}`, "
+                    f"if the model takes {config.name}")
             raise ConfigurationNotExportedError(
                 f"{what} {config.name} was not exported to {self.root}; exported: "
-                f"{', '.join(self.graphs) or 'none'} (export it with "
-                f"`python cli.py export --channels {config.name}{flag}`)"
+                f"{', '.join(self.graphs) or 'none'} ({hint})"
             ) from None
 
 

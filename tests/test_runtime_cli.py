@@ -167,6 +167,13 @@ def test_doctor_reports_the_install(run_cli):
     assert text.exit_code == 0 and "available providers" in text.output and "cuDNN" in text.output
 
 
+def test_doctor_names_artifacts_it_cannot_load(run_cli, tmp_path):
+    result = run_cli("doctor", "--artifacts", tmp_path / "missing", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)["problems"]
+    assert any(p.startswith(f"--artifacts {tmp_path / 'missing'}: ") for p in found), found
+
+
 def test_doctor_flags_duplicate_installs(monkeypatch):
     from runtime import device
 
