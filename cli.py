@@ -121,6 +121,12 @@ def train(
     from train.models.backbone import COMPACT
 
     if nproc > 1 and not distributed.launched_by_torchrun():
+        if task is Task.task1:  # a bad option is one error here, not one per rank and torchrun's traceback
+            try:
+                _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init, pretrained,
+                               image_size, batch_size, distributed.DistContext(), width, allocation)
+            except (AnyChannelError, ValueError) as exc:
+                _fail(str(exc))
         # The same command, once per process, under torchrun (which also does --max-restarts).
         argv = distributed.strip_option(distributed.strip_option(sys.argv[1:], "--nproc"), "--max-restarts")
         raise typer.Exit(distributed.launch(nproc, [sys.argv[0], *argv], max_restarts))

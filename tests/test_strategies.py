@@ -247,6 +247,7 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     (["--width", "2", "--backbone", "resnet18"], "--width scales the compact network"),
     (["--allocation", "nope"], "unknown allocation 'nope'"),
     (["--models", ""], "--models: no model given; choose from adaptive, naive, course"),
+    (["--nproc", "2", "--strategy", "bogus"], "unknown training strategy 'bogus'"),  # before torchrun starts
     (["--models", "naive", "--width", "0.5", "--distill"], "--width, --distill: options of our model; add adaptive"),
     (["--strategy", "sampled", "--share-images"], "--share-images: options of --strategy joint"),
     (["--image-size", "8"], "--image-size 8 is too small for adaptive"),
