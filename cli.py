@@ -123,8 +123,9 @@ def train(
     if nproc > 1 and not distributed.launched_by_torchrun():
         if task is Task.task1:  # a bad option is one error here, not one per rank and torchrun's traceback
             try:
-                _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init, pretrained,
-                               image_size, batch_size, distributed.DistContext(), width, allocation)
+                _task1_request(models, strategy, configs_per_step, share_images, distill, body, backbone, init,
+                               pretrained, image_size, batch_size, distributed.DistContext(), width, allocation,
+                               world=nproc)
             except (AnyChannelError, ValueError) as exc:
                 _fail(str(exc))
         # The same command, once per process, under torchrun (which also does --max-restarts).
@@ -137,24 +138,9 @@ def train(
         if ctx.distributed:
             distributed.set_single_thread_count()
         if task is Task.task1:
-            # Bad combinations (--distill without --share-images, an unknown backbone, an --init file of
-            # another architecture, --pretrained offline...) fail before any data work.
-            from train.task1 import MODELS as TASK1_MODELS
-
-            model_list = _split_models(TASK1_MODELS if models is None else models, TASK1_MODELS)
-            ours = {"--backbone": backbone != COMPACT, "--body": body is not None, "--width": width != 1.0,
-                    "--strategy": strategy != "joint", "--configs-per-step": configs_per_step != 7,
-                    "--share-images": share_images, "--distill": distill, "--allocation": allocation != "uniform"}
-            if "adaptive" not in model_list and any(ours.values()):
-                raise ValueError(f"{', '.join(k for k, v in ours.items() if v)}: options of our model; add "
-                                 "adaptive to --models")
-            options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init,
-                                     pretrained, image_size, batch_size, ctx, width, allocation)
-            if image_size is not None:
-                from train.engine import check_input_size
-                from train.task1 import run_specs as task1_specs
-
-                check_input_size([sp for m in model_list for sp in task1_specs(m, options)], image_size)
+            model_list, options = _task1_request(models, strategy, configs_per_step, share_images, distill, body,
+                                                 backbone, init, pretrained, image_size, batch_size, ctx, width,
+                                                 allocation)
         elif (backbone != COMPACT or init is not None or pretrained or body is not None or width != 1.0
               or allocation != "uniform"):
             raise ValueError("--backbone, --init, --pretrained, --body, --width and --allocation apply to task1's model")
@@ -208,6 +194,36 @@ def train(
     typer.echo("")
     typer.echo((out / "results.md").read_text())
     typer.echo(f"reports: {out / 'results.json'}, {out / 'results.md'}, {out}/curves-*.png")
+
+
+def _task1_request(models: Optional[str], strategy: str, configs_per_step: int, share_images: bool, distill: bool,
+                   body: Optional[str], backbone: str, init: Optional[Path], pretrained: bool,
+                   image_size: Optional[int], batch_size: int, ctx: "DistContext", width: float, allocation: str,
+                   world: Optional[int] = None) -> tuple[list[str], "Task1Options"]:
+    """Task 1's models and options, checked before any data work (and before torchrun starts): bad
+    combinations (--distill without --share-images, an unknown backbone, an --init file of another
+    architecture, --pretrained offline, an image too small for a model...) are one error."""
+    from train.engine import check_input_size
+    from train.models.backbone import COMPACT
+    from train.task1 import MODELS, run_specs
+
+    model_list = _split_models(MODELS if models is None else models, MODELS)
+    ours = {"--backbone": backbone != COMPACT, "--body": body is not None, "--width": width != 1.0,
+            "--strategy": strategy != "joint", "--configs-per-step": configs_per_step != 7,
+            "--share-images": share_images, "--distill": distill, "--allocation": allocation != "uniform"}
+    if "adaptive" not in model_list and any(ours.values()):
+        raise ValueError(f"{', '.join(k for k, v in ours.items() if v)}: options of our model; add adaptive to "
+                         "--models")
+    options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init, pretrained,
+                             image_size, batch_size, ctx, width, allocation)
+    world = world or ctx.world
+    smallest = min(options.adaptive_spec().build_strategy().group_sizes(batch_size))
+    if "adaptive" in model_list and smallest < world:  # a process with no image of a group: a NaN loss
+        raise ValueError(f"--batch-size {batch_size} gives one of our model's configurations {smallest} images "
+                         f"per step, fewer than the {world} processes; raise --batch-size")
+    if image_size is not None:
+        check_input_size([spec for m in model_list for spec in run_specs(m, options)], image_size)
+    return model_list, options
 
 
 def _task1_options(strategy: str, configs_per_step: int, share_images: bool, distill: bool, body: Optional[str],

@@ -248,6 +248,8 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     (["--allocation", "nope"], "unknown allocation 'nope'"),
     (["--models", ""], "--models: no model given; choose from adaptive, naive, course"),
     (["--nproc", "2", "--strategy", "bogus"], "unknown training strategy 'bogus'"),  # before torchrun starts
+    (["--nproc", "2", "--models", "naive", "--width", "2"], "--width: options of our model"),
+    (["--nproc", "10", "--allocation", "inverse-channels"], "9 images per step, fewer than the 10 processes"),
     (["--models", "naive", "--width", "0.5", "--distill"], "--width, --distill: options of our model; add adaptive"),
     (["--strategy", "sampled", "--share-images"], "--share-images: options of --strategy joint"),
     (["--image-size", "8"], "--image-size 8 is too small for adaptive"),

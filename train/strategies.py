@@ -88,7 +88,7 @@ class TrainingStrategy(Protocol):
 
     def loss(self, model: nn.Module, groups: list[ConfigGroup], label_smoothing: float,
              loss_fn: LossFn | None = None) -> StepResult:
-        """Forward every group and return the step's loss (the mean over groups)."""
+        """Forward every group and return the step's loss: the mean over groups, each weighted by ``weight``."""
 
     def describe(self) -> dict[str, Any]:
         """The options, for checkpoints and reports."""
@@ -131,7 +131,11 @@ ALLOCATIONS: dict[str, Callable[[ChannelConfig], float]] = {
 
 
 def allocate(total: int, weights: list[float]) -> list[int]:
-    """``total`` split in proportion to ``weights``, rounded by largest remainder (the parts sum to ``total``)."""
+    """``total`` split in proportion to ``weights``, rounded by largest remainder (the parts sum to ``total``).
+
+    Equal remainders go to the earlier parts: at some batch sizes configurations of equal weight
+    differ by one view (126 and 252 views split evenly: RGB 9, 13 per pair, 26 per plane).
+    """
     exact = [total * w / sum(weights) for w in weights]
     parts = [int(x) for x in exact]
     by_remainder = sorted(range(len(exact)), key=lambda i: parts[i] - exact[i])
@@ -255,7 +259,8 @@ class JointConfigs:
     An epoch is one pass of each group's permutation: every image is seen
     ``configs_per_step`` times, and with all seven, once by each configuration. Under another
     allocation an epoch has as many steps and views, and a configuration sees each image in
-    proportion to its share.
+    proportion to its share. (Every step is full, so when the image count is not a multiple of
+    the uniform group size, such an epoch has a few more views than a uniform one.)
     """
 
     configs: tuple[ChannelConfig, ...] = ALL_CONFIGS
