@@ -46,9 +46,9 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
-def _split_models(text: str | tuple[str, ...], known: tuple[str, ...]) -> list[str]:
-    """``--models``, checked: a non-empty comma list of ``known`` names (a tuple is taken as is)."""
-    models = list(text) if isinstance(text, tuple) else [m.strip() for m in text.split(",") if m.strip()]
+def _split_models(text: Optional[str], known: tuple[str, ...]) -> list[str]:
+    """``--models``, checked: a non-empty comma list of ``known`` names; all of them when not given."""
+    models = list(known) if text is None else [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in models if m not in known]
     if unknown or not models:
         raise ValueError(f"--models: {'unknown model(s) ' + ', '.join(unknown) if unknown else 'no model given'}; "
@@ -147,7 +147,7 @@ def train(
         if task is Task.task2:
             from train.task2 import DEFAULT_TEACHER, MODELS as TASK2_MODELS, check_teacher
 
-            model_list = _split_models(TASK2_MODELS if models is None else models, TASK2_MODELS)
+            model_list = _split_models(models, TASK2_MODELS)
             if image_size is not None:
                 from train.engine import check_input_size
                 from train.task2 import run_specs as task2_specs
@@ -207,20 +207,17 @@ def _task1_request(models: Optional[str], strategy: str, configs_per_step: int, 
     from train.models.backbone import COMPACT
     from train.task1 import MODELS, run_specs
 
-    model_list = _split_models(MODELS if models is None else models, MODELS)
+    model_list = _split_models(models, MODELS)
     ours = {"--backbone": backbone != COMPACT, "--body": body is not None, "--width": width != 1.0,
             "--strategy": strategy != "joint", "--configs-per-step": configs_per_step != 7,
             "--share-images": share_images, "--distill": distill, "--allocation": allocation != "uniform"}
     if "adaptive" not in model_list and any(ours.values()):
         raise ValueError(f"{', '.join(k for k, v in ours.items() if v)}: options of our model; add adaptive to "
                          "--models")
+    # Only our model's groups must reach every process; the others train whole batches.
     options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init, pretrained,
-                             image_size, batch_size, ctx, width, allocation)
-    world = world or ctx.world
-    smallest = min(options.adaptive_spec().build_strategy().group_sizes(batch_size))
-    if "adaptive" in model_list and smallest < world:  # a process with no image of a group: a NaN loss
-        raise ValueError(f"--batch-size {batch_size} gives one of our model's configurations {smallest} images "
-                         f"per step, fewer than the {world} processes; raise --batch-size")
+                             image_size, batch_size, ctx, width, allocation,
+                             world=(world or ctx.world) if "adaptive" in model_list else 1)
     if image_size is not None:
         check_input_size([spec for m in model_list for spec in run_specs(m, options)], image_size)
     return model_list, options
@@ -229,8 +226,9 @@ def _task1_request(models: Optional[str], strategy: str, configs_per_step: int, 
 def _task1_options(strategy: str, configs_per_step: int, share_images: bool, distill: bool, body: Optional[str],
                    backbone: str, init: Optional[Path], pretrained: bool, image_size: Optional[int],
                    batch_size: int, ctx: "DistContext", width: float = 1.0,
-                   allocation: str = "uniform") -> "Task1Options":
-    """Task 1's options for our model, checked: the backbone and its initialisation are valid and at hand."""
+                   allocation: str = "uniform", world: int = 1) -> "Task1Options":
+    """Task 1's options for our model, checked: the backbone and its initialisation are valid and at hand,
+    and every configuration's group of a step reaches each of ``world`` processes."""
     from dataclasses import replace
 
     from train.models.anychannel import BODIES
@@ -250,7 +248,10 @@ def _task1_options(strategy: str, configs_per_step: int, share_images: bool, dis
         raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
     options = Task1Options(strategy, configs_per_step, share_images, distill, body, backbone=backbone, width=width,
                            allocation=allocation)
-    options.adaptive_spec().build_strategy().group_sizes(batch_size)  # before any download
+    smallest = min(options.adaptive_spec().build_strategy().group_sizes(batch_size))  # before any download
+    if smallest < world:  # a process with no image of a group would train on a NaN loss
+        raise ValueError(f"--batch-size {batch_size} gives one of our model's configurations {smallest} images "
+                         f"per step, fewer than the {world} processes; raise --batch-size")
     if pretrained:
         with ctx.node_first():  # one download per machine; the other processes then read the cache
             init = pretrained_file(backbone)
@@ -469,21 +470,18 @@ def _torch_eager(artifacts, config, checkpoint: Optional[Path]):
         import torch
     except ImportError:
         return None, "skipped: torch is not installed"
-    from export.pipeline import default_checkpoint
-    from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+    from export.pipeline import default_checkpoint, load_target
+    from train.checkpoint import CheckpointError
 
     # Beside the graphs' folder, in the run folder export reads by default (naive-R/ for naive R).
     run = default_checkpoint(artifacts.task, artifacts.model, config, Path(".")).parent.name
     path = checkpoint or artifacts.root.parent / run / "best.pt"
     try:
-        ckpt = load_checkpoint(path, artifacts.task)
+        target = load_target(path, artifacts.task, artifacts.model)  # export's own check of the model
         graph = artifacts.manifest.get("graphs", {}).get(config.name, {})
-        if ckpt.get("model") != artifacts.model:
-            raise CheckpointError(f"checkpoint {path} holds model {ckpt.get('model')!r}, the graphs in "
-                                  f"{artifacts.root} {artifacts.model!r}")
-        if graph.get("data_fingerprint") and ckpt.get("data_fingerprint") != graph["data_fingerprint"]:
+        if graph.get("data_fingerprint") and target.info.data_fingerprint != graph["data_fingerprint"]:
             raise CheckpointError(f"checkpoint {path} was trained on other data than the graphs in {artifacts.root}")
-        model = model_from_checkpoint(ckpt)
+        model = target.net
     except CheckpointError as exc:
         if checkpoint is not None:  # asked for by name: an error, not a silent skip
             raise

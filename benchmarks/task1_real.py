@@ -231,6 +231,11 @@ def seeds_of(entries: list[dict]) -> str:
     return ",".join(str(e["seed"]) for e in entries)
 
 
+def same_seeds(entries: list[dict], others: list[dict]) -> list[dict]:
+    """``entries`` of the seeds ``others`` ran, so that seed-to-seed noise cancels (all when none match)."""
+    return [e for e in entries if e["seed"] in {o["seed"] for o in others}] or entries
+
+
 def against(entries: list[dict], baseline: list[dict], name: str) -> str:
     """``mean X against <name>'s Y, +Z points, ≥ <name> on n/7 (lo to hi points)``."""
     margins = [100 * (acc(entries, c) - acc(baseline, c)) for c in CONFIG_NAMES]
@@ -342,7 +347,7 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                          + ", ".join(f"{c} {acc(half, c):.3f}" for c in PLANES) + ".")
     if "ours-inverse-channels" in rows:
         traded = rows["ours-inverse-channels"]
-        paired = [o for o in ours if o["seed"] in {e["seed"] for e in traded}] or ours
+        paired = same_seeds(ours, traded)
         lines.append(f"- Trading RGB for one channel at the same compute (`--allocation inverse-channels`: a step's "
                      f"views in proportion to 1/channels; seeds {seeds_of(traded)}): one channel keeps "
                      f"{plane_shares(traded)} of its RGB (ours, same seeds: {plane_shares(paired)}); RGB "
@@ -360,7 +365,7 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
         if key in rows:
             entries = rows[key]
             # Paired by seed where the control ran for several seeds, so seed-to-seed noise cancels.
-            paired = [o for o in ours if o["seed"] in {e["seed"] for e in entries}] or ours
+            paired = same_seeds(ours, entries)
             ours_rgb = acc(paired, "RGB")
             control = acc(entries, "RGB")
             seeds_used = ",".join(str(e["seed"]) for e in entries)

@@ -19,7 +19,7 @@ from runtime.channels import ChannelConfig
 from runtime.contract import INPUT_NAME
 from runtime.preprocess import uint8_batch_to_input
 
-from .errors import ExportValidationError, ParityError
+from .errors import ExportError, ExportValidationError, ParityError
 from .images import ImageSet
 
 DEFAULT_ATOL = 1e-4
@@ -53,8 +53,6 @@ def cpu_session(model: "str | os.PathLike[str] | bytes") -> ort.InferenceSession
     try:
         return ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own Fail/InvalidGraph types, from its C++ layer
-        from .errors import ExportError
-
         reason = " ".join(str(exc).split())
         raise ExportError(f"onnxruntime {ort.__version__} cannot load the exported graph: {reason}") from None
 

@@ -146,7 +146,7 @@ def test_bench_without_a_checkpoint_notes_it(run_cli, task1_artifacts, task1_run
     other["model"] = "course"
     torch.save(other, tmp_path / "course.pt")
     wrong = run_cli("bench", "--artifacts", task1_artifacts, "--checkpoint", tmp_path / "course.pt", "--device", "cpu")
-    assert wrong.exit_code == 2 and "holds model 'course', the graphs in" in wrong.output, wrong.output
+    assert wrong.exit_code == 2 and "holds model 'course', not 'adaptive'" in wrong.output, wrong.output
 
 
 # --- doctor ---------------------------------------------------------------------------------------

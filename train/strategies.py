@@ -145,8 +145,10 @@ def allocate(total: int, weights: list[float]) -> list[int]:
 
 
 def _check_group_sizes(sizes: list[int], batch_size: int, configs: int) -> list[int]:
+    """``sizes`` (images per group of a step), unless one is under the 2 batch norm needs."""
     if min(sizes) < 2:
-        raise ValueError(f"batch size {batch_size} leaves fewer than 2 images for some of "
+        which = "each" if len(set(sizes)) == 1 else "some"
+        raise ValueError(f"batch size {batch_size} leaves fewer than 2 images for {which} of "
                          f"{configs} configurations (batch norm needs 2)")
     return sizes
 
@@ -297,11 +299,7 @@ class JointConfigs:
         return self._sampled
 
     def group_size(self, batch_size: int) -> int:
-        size = batch_size // self.configs_per_step
-        if size < 2:
-            raise ValueError(f"batch size {batch_size} leaves fewer than 2 images for each of "
-                             f"{self.configs_per_step} configurations (batch norm needs 2)")
-        return size
+        return _check_group_sizes([batch_size // self.configs_per_step], batch_size, self.configs_per_step)[0]
 
     def group_sizes(self, batch_size: int) -> list[int]:
         size = self.group_size(batch_size)
