@@ -54,13 +54,56 @@ def real_photo_parser(doc: str, out: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_train_subset_option(parser: argparse.ArgumentParser) -> None:
+    """``--train-per-class N``: train on fewer images, to see whether a result holds with less data."""
+    parser.add_argument("--train-per-class", type=int, default=None, metavar="N",
+                        help="Train on the first N training images of each class (train.txt's order); "
+                             "validation and test are unchanged. Runs and results get a budget of their own.")
+
+
 def budget_name(args: argparse.Namespace) -> str:
-    """``<epochs>ep-<size>px``: names run folders and kept results, so two budgets never share one."""
-    return f"{args.epochs}ep-{args.image_size}px"
+    """``<epochs>ep-<size>px[-<N>pc]``: names run folders and kept results, so two budgets never share one."""
+    per_class = getattr(args, "train_per_class", None)
+    return f"{args.epochs}ep-{args.image_size}px" + (f"-{per_class}pc" if per_class else "")
 
 
 def is_main_budget(args: argparse.Namespace, main_budget: tuple[int, int]) -> bool:
-    return (args.epochs, args.image_size) == main_budget
+    return (args.epochs, args.image_size) == main_budget and not getattr(args, "train_per_class", None)
+
+
+def train_subset(source: Path, per_class: int, target: Path) -> Path:
+    """A file-list dataset at ``target`` whose train.txt keeps the first ``per_class`` lines of each
+    label in ``source``'s; val.txt, test.txt, classes.txt and the images are ``source``'s (linked).
+
+    The first N in list order, not a random draw, so anyone rebuilds the same subset.
+    """
+    from export.atomic import write_atomic
+
+    if per_class < 1:
+        raise ValueError(f"--train-per-class must be at least 1, got {per_class}")
+    source = Path(source).resolve()
+    if not (source / "train.txt").is_file():
+        raise ValueError(f"{source}: --train-per-class needs a file-list dataset (train.txt)")
+    kept: list[str] = []
+    counts: dict[str, int] = {}
+    for line in (source / "train.txt").read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) < 2 or line.lstrip().startswith("#"):
+            continue
+        label = fields[-1]
+        if counts.get(label, 0) < per_class:
+            kept.append(line)
+        counts[label] = counts.get(label, 0) + 1
+    short = sorted((label for label, n in counts.items() if n < per_class), key=int)
+    if short:
+        raise ValueError(f"{source}/train.txt: labels {short} have fewer than {per_class} training images")
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in source.iterdir():
+        link = target / entry.name
+        if entry.name != "train.txt" and not link.exists():
+            link.symlink_to(entry)
+    write_atomic(target / "train.txt", ("\n".join(kept) + "\n").encode())
+    return target
 
 
 def budget_section(base: str, args: argparse.Namespace, main_budget: tuple[int, int]) -> str:
