@@ -169,3 +169,28 @@ def test_task1_report_gives_the_share_ceiling_and_the_half_compute_variant(tmp_p
     # The variant and every control appear in the ablation, rows not run do not.
     assert "| variant: sandwich (RGB, one 1-channel, one other per step), each its own images | 0.440 |" in text
     assert "control: our network on R alone" in text and "control: our network on G alone" not in text
+
+
+def test_train_subset_keeps_the_first_n_of_each_class_and_its_own_budget(tmp_path):
+    import argparse
+
+    from benchmarks import task1_real
+    from benchmarks.common import budget_section, train_subset
+
+    source = tmp_path / "photos"
+    (source / "images").mkdir(parents=True)
+    lines = [f"images/{c}_{i}.png {c}" for i in range(3) for c in (0, 1)]  # classes interleaved
+    (source / "train.txt").write_text("\n".join(lines) + "\n")
+    for split in ("val", "test", "classes"):
+        (source / f"{split}.txt").write_text("images/0_0.png 0\n")
+    subset = train_subset(source, 2, tmp_path / "subset")
+    assert (subset / "train.txt").read_text().splitlines() == [
+        "images/0_0.png 0", "images/1_0.png 1", "images/0_1.png 0", "images/1_1.png 1"]
+    assert (subset / "images").resolve() == (source / "images").resolve()
+    assert (subset / "test.txt").read_text() == "images/0_0.png 0\n"
+    with pytest.raises(ValueError, match=r"labels \['0', '1'\] have fewer than 4"):
+        train_subset(source, 4, tmp_path / "too-many")
+
+    args = argparse.Namespace(epochs=8, image_size=32, out=tmp_path, train_per_class=150)
+    assert task1_real.run_dir(args, task1_real.ROW_BY_KEY["ours"], 0) == tmp_path / "8ep-32px-150pc" / "ours-seed0"
+    assert budget_section("task1-real", args, task1_real.MAIN_BUDGET) == "task1-real-8ep-32px-150pc"
