@@ -54,21 +54,29 @@ def real_photo_parser(doc: str, out: str) -> argparse.ArgumentParser:
     return parser
 
 
-def add_train_subset_option(parser: argparse.ArgumentParser) -> None:
-    """``--train-per-class N``: train on fewer images, to see whether a result holds with less data."""
+def add_variation_options(parser: argparse.ArgumentParser) -> None:
+    """Options that vary the data or the recipe, to see whether a result holds beyond the main budget."""
     parser.add_argument("--train-per-class", type=int, default=None, metavar="N",
                         help="Train on the first N training images of each class (train.txt's order); "
                              "validation and test are unchanged. Runs and results get a budget of their own.")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="Peak learning rate of every row (default: the training default). Runs and "
+                             "results get a budget of their own.")
+
+
+def _variations(args: argparse.Namespace) -> str:
+    per_class, lr = getattr(args, "train_per_class", None), getattr(args, "lr", None)
+    return (f"-{per_class}pc" if per_class else "") + (f"-lr{lr:g}" if lr is not None else "")
 
 
 def budget_name(args: argparse.Namespace) -> str:
-    """``<epochs>ep-<size>px[-<N>pc]``: names run folders and kept results, so two budgets never share one."""
-    per_class = getattr(args, "train_per_class", None)
-    return f"{args.epochs}ep-{args.image_size}px" + (f"-{per_class}pc" if per_class else "")
+    """``<epochs>ep-<size>px[-<N>pc][-lr<LR>]``: names run folders and kept results, so two budgets never
+    share one."""
+    return f"{args.epochs}ep-{args.image_size}px" + _variations(args)
 
 
 def is_main_budget(args: argparse.Namespace, main_budget: tuple[int, int]) -> bool:
-    return (args.epochs, args.image_size) == main_budget and not getattr(args, "train_per_class", None)
+    return (args.epochs, args.image_size) == main_budget and not _variations(args)
 
 
 def train_subset(source: Path, per_class: int, target: Path) -> Path:

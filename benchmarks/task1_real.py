@@ -21,7 +21,7 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (add_train_subset_option, budget_name, budget_section,  # noqa: E402
+from benchmarks.common import (add_variation_options, budget_name, budget_section,  # noqa: E402
                                is_main_budget, keep_results_text, machine, parse_seeds_and_rows,
                                real_photo_parser, spread, train_in_processes, train_subset,
                                write_section)
@@ -118,12 +118,17 @@ def kept_results(args, row: Row, seed: int) -> Path:
     return results_dir(args) / f"{row.key}-seed{seed}.json"
 
 
+def learning_rate(args) -> float:
+    """Every row's peak learning rate: ``--lr``, or the training default."""
+    return TrainConfig().lr if getattr(args, "lr", None) is None else args.lr
+
+
 def train_row(row: Row, seed: int, args, dataset=None) -> None:
     from train.data import load_dataset
     from train.task1 import run_task1
 
     dataset = dataset or load_dataset(args.data, args.image_size)  # the decoded cache, when in a worker
-    cfg = TrainConfig(epochs=args.epochs * row.epoch_factor, seed=seed)
+    cfg = TrainConfig(epochs=args.epochs * row.epoch_factor, seed=seed, lr=learning_rate(args))
     t0 = time.perf_counter()
     run_task1(dataset, [row.model], run_dir(args, row, seed), cfg, resume=True, options=row.options,
               log=lambda line: print(line, flush=True))
@@ -208,7 +213,8 @@ def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
                 path = kept_results(args, row, seed)
             if path.exists():
                 results = json.loads(path.read_text())
-                if (results["epochs"], results["image_size"]) != (args.epochs * row.epoch_factor, args.image_size):
+                if ((results["epochs"], results["image_size"], results["train_config"]["lr"])
+                        != (args.epochs * row.epoch_factor, args.image_size, learning_rate(args))):
                     continue  # a run folder of another budget
                 entry = results["models"][row.model]
                 found.setdefault(row.key, []).append({**entry, "seed": seed})
@@ -259,21 +265,23 @@ def mean_acc(entries: list[dict]) -> float:
 def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
     seeds = sorted({e["seed"] for e in rows.get("ours", [])})
     naive_seeds = sorted({e["seed"] for e in rows.get("naive", [])})
-    per_class = getattr(args, "train_per_class", None)
+    per_class, lr = getattr(args, "train_per_class", None), getattr(args, "lr", None)
+    title = (f"{args.image_size} px" if is_main_budget(args, MAIN_BUDGET)
+             else f"{args.epochs} epochs, {args.image_size} px"
+             + (f", {per_class} training images per class" if per_class else "")
+             + (f", peak learning rate {lr:g}" if lr is not None else ""))
+    flags = ((f" --rows {args.rows}" if args.rows != "all" else "")
+             + (f" --train-per-class {per_class}" if per_class else "") + (f" --lr {lr:g}" if lr is not None else ""))
     lines = [
-        "## Task 1 on real photos (tiny-imagenet-50, test split, 2,500 images, "
-        + (f"{args.image_size} px)" if is_main_budget(args, MAIN_BUDGET)
-           else f"{args.epochs} epochs, {args.image_size} px"
-           + (f", {per_class} training images per class)" if per_class else ")")),
+        f"## Task 1 on real photos (tiny-imagenet-50, test split, 2,500 images, {title})",
         "",
         f"Command: `python benchmarks/task1_real.py --epochs {args.epochs} --image-size {args.image_size} "
-        f"--seeds {','.join(map(str, args.seeds))}"
-        + (f" --rows {args.rows}" if args.rows != "all" else "")
-        + (f" --train-per-class {per_class}" if per_class else "") + f" --workers {args.workers}`  ",
+        f"--seeds {','.join(map(str, args.seeds))}{flags} --workers {args.workers}`  ",
         f"Machine: {machine()}  ",
         f"Budget: {args.epochs} epochs over the same {50 * (per_class or 450):,} training images"
-        + (f", the first {per_class} of each class in train.txt," if per_class else "") + " for every row (AdamW, one-cycle, "
-        f"label smoothing 0.1, crop+flip), {args.image_size} px, batches of 128 views (image × configuration)."
+        + (f", the first {per_class} of each class in train.txt," if per_class else "")
+        + f" for every row (AdamW, one-cycle to a peak learning rate of {learning_rate(args):g}, label smoothing "
+        f"0.1, crop+flip), {args.image_size} px, batches of 128 views (image × configuration)."
         + (f" Wall time of this invocation: {wall / 60:.0f} min." if wall else ""),
         "",
     ]
@@ -400,7 +408,7 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
 
 def main() -> None:
     parser = real_photo_parser(__doc__, "artifacts/bench/task1-real")
-    add_train_subset_option(parser)
+    add_variation_options(parser)
     parser.add_argument("--seeds", default="0,1", help="Comma list; naive and ours run for each.")
     parser.add_argument("--rows", default="all", help=f"Comma list of {', '.join(ROW_BY_KEY)}, or all.")
     parser.add_argument("--workers", type=int, default=1,
@@ -414,6 +422,8 @@ def main() -> None:
                              "turns in one process (median of rounds), then rewrite the section.")
     args = parser.parse_args()
     keys = parse_seeds_and_rows(parser, args, list(ROW_BY_KEY))
+    if args.lr is not None and not args.lr > 0:
+        parser.error(f"--lr must be positive, got {args.lr}")
     if args.train_per_class is not None:
         try:
             args.data = str(train_subset(Path(args.data), args.train_per_class,
