@@ -93,23 +93,32 @@ def train_subset(source: Path, per_class: int, target: Path) -> Path:
     if not (source / "train.txt").is_file():
         raise ValueError(f"{source}: --train-per-class needs a file-list dataset (train.txt)")
     kept: list[str] = []
-    counts: dict[str, int] = {}
-    for line in (source / "train.txt").read_text(encoding="utf-8").splitlines():
-        fields = line.split()
-        if len(fields) < 2 or line.lstrip().startswith("#"):
+    counts: dict[int, int] = {}
+    for lineno, line in enumerate((source / "train.txt").read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        label = fields[-1]
+        fields = line.rsplit(maxsplit=1)
+        try:
+            label = int(fields[1])
+        except (IndexError, ValueError):
+            raise ValueError(f"{source}/train.txt:{lineno}: expected '<path> <label>', got {line!r}") from None
         if counts.get(label, 0) < per_class:
             kept.append(line)
         counts[label] = counts.get(label, 0) + 1
-    short = sorted((label for label, n in counts.items() if n < per_class), key=int)
+    short = sorted(label for label, n in counts.items() if n < per_class)
     if short:
         raise ValueError(f"{source}/train.txt: labels {short} have fewer than {per_class} training images")
     target.mkdir(parents=True, exist_ok=True)
+    for old in target.iterdir():
+        if old.is_symlink():
+            old.unlink()  # relinked every time: the source may have moved or changed
     for entry in source.iterdir():
         link = target / entry.name
-        if entry.name != "train.txt" and not link.exists():
-            link.symlink_to(entry)
+        if entry.name == "train.txt":
+            continue
+        if link.exists():
+            raise ValueError(f"{link} is not a link this benchmark made; remove it or choose another --out")
+        link.symlink_to(entry)
     write_atomic(target / "train.txt", ("\n".join(kept) + "\n").encode())
     return target
 

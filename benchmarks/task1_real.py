@@ -1,16 +1,20 @@
 """Task 1 on real photos: our model against seven per-configuration CNNs, the course design and ablations.
 
     python benchmarks/task1_real.py [--epochs 8] [--image-size 32] [--seeds 0,1] [--rows all]
+                                    [--train-per-class N] [--lr LR]
 
 Every row trains on ../shared/data/tiny-imagenet-50 with the same epochs, recipe and
 augmentation, and reports test accuracy per configuration beside its training compute
-(FLOPs of every forward and backward pass, from torch's counter, and wall seconds). Each
-row is its own run folder under --out/<epochs>ep-<size>px/, resumable, so an interrupted
+(FLOPs of every forward and backward pass, from torch's counter, and wall seconds).
+--train-per-class (the first N training images of each class) and --lr (every row's peak
+learning rate) check that a result holds with less data or another recipe. Each row is its
+own run folder under --out/<epochs>ep-<size>px[-<N>pc][-lr<LR>]/, resumable, so an interrupted
 benchmark continues where it stopped (--resume) and --report-only rebuilds the BENCHMARKS.md
 section of that budget from whatever rows have finished. `naive` and `ours` run once per seed; the other rows once.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -118,16 +122,29 @@ def kept_results(args, row: Row, seed: int) -> Path:
     return results_dir(args) / f"{row.key}-seed{seed}.json"
 
 
-def learning_rate(args) -> float:
+def learning_rate(args: argparse.Namespace) -> float:
     """Every row's peak learning rate: ``--lr``, or the training default."""
     return TrainConfig().lr if getattr(args, "lr", None) is None else args.lr
+
+
+def dataset_name(args: argparse.Namespace) -> str:
+    """The name results.json records for the rows' data: ``--data``'s folder, ``-<N>pc`` for a subset."""
+    per_class = getattr(args, "train_per_class", None)
+    return Path(args.data).name + (f"-{per_class}pc" if per_class else "")
+
+
+def training_data(args: argparse.Namespace) -> str:
+    """The folder the rows train on: ``--data``, or its ``--train-per-class`` subset (see :func:`train_subset`)."""
+    if getattr(args, "train_per_class", None) is None:
+        return args.data
+    return str(args.out / "data" / dataset_name(args))
 
 
 def train_row(row: Row, seed: int, args, dataset=None) -> None:
     from train.data import load_dataset
     from train.task1 import run_task1
 
-    dataset = dataset or load_dataset(args.data, args.image_size)  # the decoded cache, when in a worker
+    dataset = dataset or load_dataset(training_data(args), args.image_size)  # the decoded cache, in a worker
     cfg = TrainConfig(epochs=args.epochs * row.epoch_factor, seed=seed, lr=learning_rate(args))
     t0 = time.perf_counter()
     run_task1(dataset, [row.model], run_dir(args, row, seed), cfg, resume=True, options=row.options,
@@ -153,7 +170,7 @@ def measure_step_time(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -
     from train.models import create_model
 
     torch.set_num_threads(1)
-    split = SplitTensors(load_dataset(args.data, args.image_size).splits["train"])
+    split = SplitTensors(load_dataset(training_data(args), args.image_size).splits["train"])
     cfg = TrainConfig()
 
     def stepper(spec: RunSpec) -> Callable[[int], float]:
@@ -213,8 +230,9 @@ def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
                 path = kept_results(args, row, seed)
             if path.exists():
                 results = json.loads(path.read_text())
-                if ((results["epochs"], results["image_size"], results["train_config"]["lr"])
-                        != (args.epochs * row.epoch_factor, args.image_size, learning_rate(args))):
+                if ((results["dataset"], results["epochs"], results["image_size"], results["train_config"]["lr"])
+                        != (dataset_name(args), args.epochs * row.epoch_factor, args.image_size,
+                            learning_rate(args))):
                     continue  # a run folder of another budget
                 entry = results["models"][row.model]
                 found.setdefault(row.key, []).append({**entry, "seed": seed})
@@ -272,13 +290,16 @@ def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
              + (f", peak learning rate {lr:g}" if lr is not None else ""))
     flags = ((f" --rows {args.rows}" if args.rows != "all" else "")
              + (f" --train-per-class {per_class}" if per_class else "") + (f" --lr {lr:g}" if lr is not None else ""))
+    # A naive model trains each image once per epoch in each of the seven configurations.
+    naive_views = [e["train_views"] for e in rows.get("naive", [])]
+    images = f"{naive_views[0] // (len(CONFIG_NAMES) * args.epochs):,}" if naive_views else "set of"
     lines = [
         f"## Task 1 on real photos (tiny-imagenet-50, test split, 2,500 images, {title})",
         "",
         f"Command: `python benchmarks/task1_real.py --epochs {args.epochs} --image-size {args.image_size} "
         f"--seeds {','.join(map(str, args.seeds))}{flags} --workers {args.workers}`  ",
         f"Machine: {machine()}  ",
-        f"Budget: {args.epochs} epochs over the same {50 * (per_class or 450):,} training images"
+        f"Budget: {args.epochs} epochs over the same {images} training images"
         + (f", the first {per_class} of each class in train.txt," if per_class else "")
         + f" for every row (AdamW, one-cycle to a peak learning rate of {learning_rate(args):g}, label smoothing "
         f"0.1, crop+flip), {args.image_size} px, batches of 128 views (image × configuration)."
@@ -424,10 +445,11 @@ def main() -> None:
     keys = parse_seeds_and_rows(parser, args, list(ROW_BY_KEY))
     if args.lr is not None and not args.lr > 0:
         parser.error(f"--lr must be positive, got {args.lr}")
-    if args.train_per_class is not None:
+    if args.lr == TrainConfig().lr:
+        args.lr = None  # the default: the main budget's folders and section
+    if args.train_per_class is not None and (args.step_time or not args.report_only):
         try:
-            args.data = str(train_subset(Path(args.data), args.train_per_class,
-                                         args.out / "data" / f"{Path(args.data).name}-{args.train_per_class}pc"))
+            train_subset(Path(args.data), args.train_per_class, Path(training_data(args)))
         except ValueError as exc:
             parser.error(str(exc))
 
@@ -438,7 +460,7 @@ def main() -> None:
     if not args.report_only:
         from train.data import load_dataset
 
-        dataset = load_dataset(args.data, args.image_size)
+        dataset = load_dataset(training_data(args), args.image_size)
         # The headline (every seed) first, so a stopped benchmark has it before the ablation.
         plan = [(ROW_BY_KEY[k], s) for s in args.seeds for k in keys if ROW_BY_KEY[k].every_seed]
         plan += [(ROW_BY_KEY[k], args.seeds[0]) for k in keys if not ROW_BY_KEY[k].every_seed]

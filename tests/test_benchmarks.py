@@ -171,8 +171,10 @@ def test_task1_report_gives_the_share_ceiling_and_the_half_compute_variant(tmp_p
     assert "control: our network on R alone" in text and "control: our network on G alone" not in text
 
 
-def test_train_subset_keeps_the_first_n_of_each_class_and_its_own_budget(tmp_path):
+def test_train_subset_and_learning_rate_get_budgets_of_their_own(tmp_path):
     import argparse
+
+    from train.engine import TrainConfig
 
     from benchmarks import task1_real
     from benchmarks.common import budget_section, train_subset
@@ -188,9 +190,28 @@ def test_train_subset_keeps_the_first_n_of_each_class_and_its_own_budget(tmp_pat
         "images/0_0.png 0", "images/1_0.png 1", "images/0_1.png 0", "images/1_1.png 1"]
     assert (subset / "images").resolve() == (source / "images").resolve()
     assert (subset / "test.txt").read_text() == "images/0_0.png 0\n"
-    with pytest.raises(ValueError, match=r"labels \['0', '1'\] have fewer than 4"):
+    with pytest.raises(ValueError, match=r"labels \[0, 1\] have fewer than 4"):
         train_subset(source, 4, tmp_path / "too-many")
+    # Rebuilt from another source, every link follows it: no split of the old one stays behind.
+    other = tmp_path / "other"
+    other.mkdir()
+    for split in ("train", "val", "test", "classes"):
+        (other / f"{split}.txt").write_text("a.png 1\nb.png 01\n")
+    train_subset(other, 2, subset)
+    assert (subset / "test.txt").resolve() == (other / "test.txt").resolve()
+    assert (subset / "train.txt").read_text() == "a.png 1\nb.png 01\n"  # 1 and 01: one label
+    assert not (subset / "images").exists() or (subset / "images").resolve() != (source / "images").resolve()
+    (other / "train.txt").write_text("lonely-path\n")
+    with pytest.raises(ValueError, match=r"train.txt:1: expected '<path> <label>'"):
+        train_subset(other, 1, subset)
 
-    args = argparse.Namespace(epochs=8, image_size=32, out=tmp_path, train_per_class=150)
+    args = argparse.Namespace(epochs=8, image_size=32, out=tmp_path, train_per_class=150,
+                              data="/data/tiny-imagenet-50")
+    assert task1_real.dataset_name(args) == "tiny-imagenet-50-150pc"  # results.json's, checked on load
+    assert task1_real.training_data(args) == str(tmp_path / "data" / "tiny-imagenet-50-150pc")
     assert task1_real.run_dir(args, task1_real.ROW_BY_KEY["ours"], 0) == tmp_path / "8ep-32px-150pc" / "ours-seed0"
     assert budget_section("task1-real", args, task1_real.MAIN_BUDGET) == "task1-real-8ep-32px-150pc"
+    args = argparse.Namespace(epochs=8, image_size=32, out=tmp_path, train_per_class=None, lr=0.004)
+    assert budget_section("task1-real", args, task1_real.MAIN_BUDGET) == "task1-real-8ep-32px-lr0.004"
+    assert task1_real.learning_rate(args) == 0.004
+    assert task1_real.learning_rate(argparse.Namespace()) == TrainConfig().lr
