@@ -86,6 +86,7 @@ def train_subset(source: Path, per_class: int, target: Path) -> Path:
     The first N in list order, not a random draw, so anyone rebuilds the same subset.
     """
     from export.atomic import write_atomic
+    from train.data.sources import filelist_lines
 
     if per_class < 1:
         raise ValueError(f"--train-per-class must be at least 1, got {per_class}")
@@ -94,14 +95,7 @@ def train_subset(source: Path, per_class: int, target: Path) -> Path:
         raise ValueError(f"{source}: --train-per-class needs a file-list dataset (train.txt)")
     kept: list[str] = []
     counts: dict[int, int] = {}
-    for lineno, line in enumerate((source / "train.txt").read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        fields = line.rsplit(maxsplit=1)
-        try:
-            label = int(fields[1])
-        except (IndexError, ValueError):
-            raise ValueError(f"{source}/train.txt:{lineno}: expected '<path> <label>', got {line!r}") from None
+    for _, line, _, label in filelist_lines(source / "train.txt"):  # the loader's own parsing and errors
         if counts.get(label, 0) < per_class:
             kept.append(line)
         counts[label] = counts.get(label, 0) + 1

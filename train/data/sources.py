@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from runtime.errors import AnyChannelError
 
@@ -35,14 +36,14 @@ class DatasetSource:
     splits: dict[str, SplitSource]
 
 
-def _read_filelist(list_path: Path) -> list[Sample]:
-    samples: list[Sample] = []
+def filelist_lines(list_path: Path) -> Iterator[tuple[int, str, str, int]]:
+    """``(line number, line as written, path, label)`` for each entry of a ``<path> <label>`` list,
+    skipping blank and ``#`` lines; ``DatasetError`` names the first malformed line."""
     for lineno, raw in enumerate(list_path.read_text(encoding="utf-8").splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         parts = line.rsplit(maxsplit=1)
-        origin = f"{list_path.name}:{lineno}"
         if len(parts) != 2:
             raise DatasetError(f"{list_path}:{lineno}: expected '<path> <label>', got {raw!r}")
         try:
@@ -51,7 +52,12 @@ def _read_filelist(list_path: Path) -> list[Sample]:
             raise DatasetError(f"{list_path}:{lineno}: label {parts[1]!r} is not an integer") from None
         if label < 0:
             raise DatasetError(f"{list_path}:{lineno}: negative label {label}")
-        samples.append(Sample(list_path.parent / parts[0], label, origin))
+        yield lineno, raw, parts[0], label
+
+
+def _read_filelist(list_path: Path) -> list[Sample]:
+    samples = [Sample(list_path.parent / path, label, f"{list_path.name}:{lineno}")
+               for lineno, _, path, label in filelist_lines(list_path)]
     if not samples:
         raise DatasetError(f"{list_path}: no samples listed")
     return samples
