@@ -87,7 +87,9 @@ def train(
                                                    "configurations: 'uniform' (18 each of 128) or "
                                                    "'inverse-channels' (in proportion to 1/channels: RGB 9, two "
                                                    "channels 13, one channel 26 each), which trades RGB accuracy "
-                                                   "for one-channel accuracy at the same compute."),
+                                                   "for one-channel accuracy at the same compute, or "
+                                                   "'inverse-sqrt-channels' (1/sqrt(channels): RGB 13, two channels "
+                                                   "15-16, one channel 22 each), half way between."),
     body: Optional[str] = typer.Option(None, help="task1, --backbone compact's body: 'plain' (the naive CNN's "
                                                   "stages, the default) or 'residual' (wider, 2.5x the FLOPs)."),
     width: float = typer.Option(1.0, help="task1: multiply the width of every layer of our compact network (FLOPs "

@@ -83,6 +83,9 @@ ROWS: tuple[Row, ...] = (
     Row("ours-inverse-channels", "variant: ours, a step's views in proportion to 1/channels "
         "(RGB 9, two channels 13, one channel 26 each)",
         options=Task1Options(allocation="inverse-channels"), every_seed=True),
+    Row("ours-inverse-sqrt-channels", "variant: ours, a step's views in proportion to 1/√channels "
+        "(RGB 13, two channels 15–16, one channel 22 each)",
+        options=Task1Options(allocation="inverse-sqrt-channels"), every_seed=True),
     Row("rgb-only", "control: our network trained on RGB alone", options=Task1Options(configs=(ChannelConfig("RGB"),))),
     Row("rgb-only-same-flops", "control: our network on RGB alone, 7× the epochs (ours' FLOPs)",
         options=Task1Options(configs=(ChannelConfig("RGB"),)), epoch_factor=7, every_seed=True),
@@ -256,6 +259,22 @@ def seeds_of(entries: list[dict]) -> str:
     return ",".join(str(e["seed"]) for e in entries)
 
 
+def joint_share_floor(alone_rgb: float, alone_planes: dict[str, float]) -> str:
+    """What the share target and the RGB target, met together, ask of each one-channel
+    configuration, beside what a network trained on that plane alone at ours' FLOPs reaches."""
+    floor = 0.9 * (alone_rgb - 0.01)
+    above = [f"{c} ({a:.3f})" for c, a in alone_planes.items() if a < floor]
+    below = [f"{c} ({a:.3f})" for c, a in alone_planes.items() if a >= floor]
+    text = (f"So ≥ 90% of our RGB with our RGB ≥ the RGB-alone network − 1 point asks each one-channel "
+            f"configuration for at least {floor:.3f} (90% of {alone_rgb - 0.01:.3f}): ")
+    parts = []
+    if above:
+        parts.append(f"more than the network given the whole budget for that plane reaches for {', '.join(above)}")
+    if below:
+        parts.append(f"at or below it for {', '.join(below)}")
+    return text + "; ".join(parts) + "."
+
+
 def same_seeds(entries: list[dict], others: list[dict]) -> list[dict]:
     """``entries`` of the seeds ``others`` ran, so that seed-to-seed noise cancels (all when none match)."""
     return [e for e in entries if e["seed"] in {o["seed"] for o in others}] or entries
@@ -368,7 +387,12 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                      + ", ".join(f"{c} {acc(e, c) / alone_rgb:.0%} ({acc_spread(e, c)})" for c, e in alone.items())
                      + " of the same network trained on RGB alone at ours' FLOPs "
                      f"({acc_spread(rows['rgb-only-same-flops'], 'RGB')}); ours keeps "
-                     + plane_shares(ours, tuple(alone)) + " of its own RGB.")
+                     + plane_shares(ours, tuple(alone)) + " of its own RGB. Against those dedicated networks, "
+                     "ours reaches " + ", ".join(f"{c} {acc(same_seeds(ours, e), c) / acc(e, c):.0%}"
+                                                 for c, e in alone.items())
+                     + " of their accuracy, and its RGB "
+                     f"{acc(same_seeds(ours, rows['rgb-only-same-flops']), 'RGB') / alone_rgb:.0%} of the RGB one's. "
+                     + joint_share_floor(alone_rgb, {c: acc(e, c) for c, e in alone.items()}))
     for key, how in (("sandwich-own", "`--configs-per-step 3`: RGB, one 1-channel and one other configuration "
                                       "per step, each its own images"),
                      ("ours-width-0.7", "`--width 0.7`: every layer at 0.7× width, all seven configurations "
@@ -379,13 +403,21 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                          f"{against(half, naive, 'naive')}, {flops_ratio(half, naive):.2f}× the naive set's FLOPs "
                          f"(stretch ≤ 0.5×); RGB {acc(half, 'RGB'):.3f}, one channel "
                          + ", ".join(f"{c} {acc(half, c):.3f}" for c in PLANES) + ".")
-    if "ours-inverse-channels" in rows:
-        traded = rows["ours-inverse-channels"]
+    for allocation, rule in (("inverse-channels", "1/channels"), ("inverse-sqrt-channels", "1/√channels")):
+        key = f"ours-{allocation}"
+        if key not in rows:
+            continue
+        traded = rows[key]
         paired = same_seeds(ours, traded)
-        lines.append(f"- Trading RGB for one channel at the same compute (`--allocation inverse-channels`: a step's "
-                     f"views in proportion to 1/channels; seeds {seeds_of(traded)}): one channel keeps "
+        rgb_alone = ""
+        if "rgb-only-same-flops" in rows:
+            control = same_seeds(rows["rgb-only-same-flops"], traded)
+            rgb_alone = (f", {100 * (acc(traded, 'RGB') - acc(control, 'RGB')):+.1f} points against our network "
+                         "on RGB alone at ours' FLOPs (target ≥ −1)")
+        lines.append(f"- Trading RGB for one channel at the same compute (`--allocation {allocation}`: a step's "
+                     f"views in proportion to {rule}; seeds {seeds_of(traded)}): one channel keeps "
                      f"{plane_shares(traded)} of its RGB (ours, same seeds: {plane_shares(paired)}); RGB "
-                     f"{acc(traded, 'RGB'):.3f} against ours' {acc(paired, 'RGB'):.3f}, one channel "
+                     f"{acc(traded, 'RGB'):.3f} against ours' {acc(paired, 'RGB'):.3f}{rgb_alone}; one channel "
                      + ", ".join(f"{c} {acc(traded, c):.3f} ({acc(paired, c):.3f})" for c in PLANES)
                      + f"; {against(traded, naive, 'naive')}, {flops_ratio(traded, naive):.2f}× its FLOPs.")
     if {"ours-half-width", "naive-half-width"} <= rows.keys():

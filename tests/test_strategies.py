@@ -145,6 +145,8 @@ def test_inverse_channels_allocation_gives_fewer_channels_more_of_each_step():
     assert uniform.group_sizes(126) == [18] * 7
     assert traded.group_sizes(126) == [9, 13, 13, 13, 26, 26, 26]  # RGB, RG, GB, RB, R, G, B
     assert strategies.allocate(10, [1, 1, 1]) == [4, 3, 3] and strategies.allocate(7, [0.5, 0.5]) == [4, 3]
+    # Half way (1/sqrt(channels)): RGB 12.8, two channels 15.6, one channel 22.1 of 126, rounded to sum 126.
+    assert JointConfigs(allocation="inverse-sqrt-channels").group_sizes(126) == [13, 16, 16, 15, 22, 22, 22]
     steps = list(traded.steps(split, 126, torch.Generator().manual_seed(0)))
     assert len(steps) == uniform.steps_per_epoch(126, 126) == 7
     seen = {c.name: [] for c in ALL_CONFIGS}
@@ -190,7 +192,7 @@ def test_strategy_options_are_checked():
     assert isinstance(build_strategy("joint", (RGB,)), FixedConfig)  # one configuration: nothing to mix
     assert isinstance(Task1Options(strategy="sampled").adaptive_spec().build_strategy(), SampledConfig)
     assert not JointConfigs().precise_bn and SampledConfig().precise_bn
-    with pytest.raises(ValueError, match="unknown allocation 'nope'; choose from uniform, inverse-channels"):
+    with pytest.raises(ValueError, match="unknown allocation 'nope'; choose from uniform, inverse-channels, inverse-sqrt-channels"):
         JointConfigs(allocation="nope")
     for bad in ({"share_images": True}, {"configs_per_step": 3}):
         with pytest.raises(ValueError, match="own images"):

@@ -127,6 +127,8 @@ ALLOCATIONS: dict[str, Callable[[ChannelConfig], float]] = {
     "uniform": lambda config: 1.0,
     # Fewer channels, more views: trades RGB accuracy for one-channel accuracy (BENCHMARKS.md).
     "inverse-channels": lambda config: 1.0 / config.num_channels,
+    # Half way, on a log scale, between the two above.
+    "inverse-sqrt-channels": lambda config: config.num_channels ** -0.5,
 }
 
 
