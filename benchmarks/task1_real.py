@@ -263,16 +263,15 @@ def joint_share_floor(alone_rgb: float, alone_planes: dict[str, float]) -> str:
     """What the share target and the RGB target, met together, ask of each one-channel
     configuration, beside what a network trained on that plane alone at ours' FLOPs reaches."""
     floor = 0.9 * (alone_rgb - 0.01)
-    above = [f"{c} ({a:.3f})" for c, a in alone_planes.items() if a < floor]
-    below = [f"{c} ({a:.3f})" for c, a in alone_planes.items() if a >= floor]
-    text = (f"So ≥ 90% of our RGB with our RGB ≥ the RGB-alone network − 1 point asks each one-channel "
-            f"configuration for at least {floor:.3f} (90% of {alone_rgb - 0.01:.3f}): ")
+    short = [f"{c} ({a:.3f})" for c, a in alone_planes.items() if a < floor]
+    enough = [f"{c} ({a:.3f})" for c, a in alone_planes.items() if a >= floor]
     parts = []
-    if above:
-        parts.append(f"more than the network given the whole budget for that plane reaches for {', '.join(above)}")
-    if below:
-        parts.append(f"at or below it for {', '.join(below)}")
-    return text + "; ".join(parts) + "."
+    if short:
+        parts.append(f"more than the network given the whole budget for that plane reaches for {', '.join(short)}")
+    if enough:
+        parts.append(f"about what that network reaches for {', '.join(enough)}")
+    return (f"So ≥ 90% of our RGB with our RGB ≥ the RGB-alone network − 1 point asks each one-channel "
+            f"configuration for at least {floor:.3f} (90% of {alone_rgb - 0.01:.3f}): " + "; ".join(parts) + ".")
 
 
 def same_seeds(entries: list[dict], others: list[dict]) -> list[dict]:
