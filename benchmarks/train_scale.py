@@ -1,14 +1,16 @@
 """Training at scale: throughput for 1 and N processes, GPU mixed precision, memory against dataset size.
 
     python benchmarks/train_scale.py throughput --nproc 1,2 --image-size 32 --steps 40
-    python benchmarks/train_scale.py gpu --sizes 64,224 --steps 40          # on a CUDA machine
+    python benchmarks/train_scale.py gpu --sizes 64,224 --gpu-batches 126,504 --steps 40   # on a CUDA machine
     python benchmarks/train_scale.py memory --counts 5000,20000 --image-size 128 --steps 20
 
 throughput: the task-1 model's joint training step (global batch ``--batch-size``), run by
 torchrun with 1, 2, ... processes (gloo on CPU); images per second are global views per
 second after ``--warmup`` steps. It also times the model step alone (the first batch reused)
 against the step with data, the data pipeline's share.
-gpu: the same at each ``--sizes`` on CUDA, with and without bf16 autocast.
+gpu: the same on CUDA at each ``--sizes`` and ``--gpu-batches``: float32 and bf16 autocast with
+the split resident on the GPU, and bf16 with the split streamed (read per batch from the
+memory-mapped cache into pinned memory, as a split over 2 GiB is), with peak GPU memory.
 memory: writes a folder of ``--counts`` JPEG images (ImageFolder), decodes it into a fresh
 memory-mapped cache, trains ``--steps`` steps over the whole set, and reports the training
 process's peak resident memory (decoding workers are separate processes, reported apart).
@@ -34,7 +36,7 @@ def _child_throughput(args: argparse.Namespace) -> None:
     import torch
 
     from train import distributed
-    from train.data import SplitTensors, load_dataset
+    from train.data import SplitTensors, load_dataset, loader
     from train.engine import RunSpec, StepModule, _wrap_for_ranks, to_channels_last
     from train.models import create_model
 
@@ -52,7 +54,11 @@ def _child_throughput(args: argparse.Namespace) -> None:
             distributed.convert_batchnorms(model)
         step = _wrap_for_ranks(model, spec, strategy, ctx)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        if args.streamed:
+            loader.GPU_RESIDENT_BYTES = 0  # read per batch, as a split larger than the GPU's share would be
         split = SplitTensors(dataset.splits["train"], ctx.device)
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=args.amp and ctx.device.type == "cuda")
 
         def batches():
@@ -88,32 +94,46 @@ def _child_throughput(args: argparse.Namespace) -> None:
             row = {"processes": ctx.world, "device": str(ctx.device), "image_size": args.image_size,
                    "amp": bool(args.amp and ctx.device.type == "cuda"), "global_batch": args.batch_size,
                    "images_per_second": views_all / with_data, "step_with_data_s": with_data / args.steps,
-                   "model_step_s": model_only / args.steps, "data_ratio": with_data / model_only}
+                   "model_step_s": model_only / args.steps, "data_ratio": with_data / model_only,
+                   "data": _data_path(split, ctx.device)}
+            if ctx.device.type == "cuda":
+                row["gpu"] = torch.cuda.get_device_name(ctx.device)
+                row["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(ctx.device) / 1e9
             Path(args.result).write_text(json.dumps(row))
     finally:
         distributed.teardown()
 
 
-def _throughput_row(nproc: int, args: argparse.Namespace, image_size: int, device: str, amp: bool) -> dict:
+def _data_path(split, device) -> str:
+    if not split.on_disk:
+        return "on the GPU" if device.type == "cuda" else "in memory"
+    return "pinned stream" if device.type == "cuda" else "page cache"
+
+
+def _throughput_row(nproc: int, args: argparse.Namespace, image_size: int, device: str, amp: bool,
+                    batch_size: int | None = None, streamed: bool = False) -> dict:
     from train.distributed import torchrun_command
 
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "row.json"
         child = [str(Path(__file__).resolve()), "_throughput", "--image-size", str(image_size), "--device", device,
-                 "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                 "--cache-dir", str(args.cache_dir), "--result", str(result)] + ([] if amp else ["--no-amp"])
+                 "--batch-size", str(batch_size or args.batch_size), "--steps", str(args.steps),
+                 "--warmup", str(args.warmup), "--cache-dir", str(args.cache_dir), "--result", str(result)]
+        child += ([] if amp else ["--no-amp"]) + (["--streamed"] if streamed else [])
         cmd = torchrun_command(nproc, child) if nproc > 1 else [sys.executable, *child]
         subprocess.run(cmd, check=True)
         return json.loads(result.read_text())
 
 
 def _print_rows(rows: list[dict]) -> None:
-    print("| processes | device | px | bf16 | global batch | images/s | step with data (ms) | model step (ms) | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| processes | device | px | bf16 | global batch | data | images/s | step with data (ms) | "
+          "model step (ms) | ratio | peak GPU memory (GB) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        memory = f"{r['peak_gpu_memory_gb']:.1f}" if "peak_gpu_memory_gb" in r else "-"
         print(f"| {r['processes']} | {r['device']} | {r['image_size']} | {'yes' if r['amp'] else 'no'} | "
-              f"{r['global_batch']} | {r['images_per_second']:.0f} | {1e3 * r['step_with_data_s']:.1f} | "
-              f"{1e3 * r['model_step_s']:.1f} | {r['data_ratio']:.2f} |")
+              f"{r['global_batch']} | {r['data']} | {r['images_per_second']:.0f} | {1e3 * r['step_with_data_s']:.1f} | "
+              f"{1e3 * r['model_step_s']:.1f} | {r['data_ratio']:.2f} | {memory} |")
     print(json.dumps(rows))
 
 
@@ -194,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("mode", choices=["throughput", "gpu", "memory", "_throughput", "_memory"])
     parser.add_argument("--nproc", default="1,2", help="throughput: process counts")
     parser.add_argument("--sizes", default="64,224", help="gpu: image sizes")
+    parser.add_argument("--gpu-batches", default="126,504", help="gpu: global batch sizes")
     parser.add_argument("--counts", default="5000,20000", help="memory: training image counts")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=126)
@@ -201,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-amp", dest="amp", action="store_false")
+    parser.add_argument("--streamed", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", type=Path, help="also write the rows here")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--data", type=Path)
     parser.add_argument("--result", type=Path)
@@ -216,9 +239,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.mode == "throughput":
             rows = [_throughput_row(int(n), args, args.image_size, args.device, args.amp) for n in args.nproc.split(",")]
         else:
-            rows = [_throughput_row(1, args, int(size), "cuda", amp)
-                    for size in args.sizes.split(",") for amp in (False, True)]
+            rows = [_throughput_row(1, args, int(size), "cuda", amp, int(batch), streamed)
+                    for size in args.sizes.split(",") for batch in args.gpu_batches.split(",")
+                    for amp, streamed in ((False, False), (True, False), (True, True))]
         _print_rows(rows)
+        if args.json_out:
+            args.json_out.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
