@@ -2,7 +2,8 @@
 # The training checks that need a CUDA GPU, as one short run (about 6 minutes on an H200):
 #   bash benchmarks/gpu_train_checks.sh [OUT_DIR]
 # 1. tests/test_cuda.py: float32 training on CUDA against the CPU, bf16 autocast against float32,
-#    the streamed (pinned-memory) split against the resident one; and augmentation on the GPU.
+#    the streamed (pinned-memory) split against the resident one, drawing a step without a host-GPU
+#    synchronisation (and the count in one model step, printed); and augmentation on the GPU.
 # 2. benchmarks/train_scale.py gpu at 64 px: images/s, float32 and bf16, data on the GPU or streamed,
 #    the step-with-data / model-step ratio, peak GPU memory.
 # 3. `cli.py train task1 --device cuda` (embedded data, our model, 10 epochs), killed once its first
@@ -24,7 +25,7 @@ step() { echo "== $1"; shift; "$@" || { echo "!! failed: $*"; failed=$((failed +
 
 step "machine" "$python" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, \
 torch.cuda.get_device_name(0), torch.backends.cudnn.version())"
-step "CUDA tests" bash -c "'$python' -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+step "CUDA tests" bash -c "set -o pipefail; '$python' -m pytest -q -s -p no:cacheprovider tests/test_cuda.py \
 tests/test_scale_data.py::test_augmentation_runs_on_the_batch_device_and_slices_per_rank 2>&1 | tee '$out/pytest.txt'"
 step "throughput at 64 px" "$python" benchmarks/train_scale.py gpu --sizes 64 --gpu-batches 126,504 --steps 30 \
     --cache-dir "$work/cache" --json-out "$out/scale-64.json"

@@ -104,3 +104,16 @@ def test_nproc_runs_the_same_command_under_torchrun(monkeypatch):
     assert calls == [(2, ["cli.py", "train", "task1", "--epochs", "1"], 3)]
     cmd = distributed.torchrun_command(2, ["cli.py", "train"], 3)
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc-per-node=2" in cmd and "--max-restarts=3" in cmd
+
+
+def test_channel_selection_is_a_view_for_every_configuration():
+    from runtime.channels import ALL_CONFIGS
+    from train.data.loader import select_channels, to_device
+
+    x = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
+    for config in ALL_CONFIGS:
+        planes = select_channels(x, config.indices)
+        assert torch.equal(planes, x[:, list(config.indices)]) and planes.data_ptr() >= x.data_ptr(), config
+        assert planes.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()  # no copy, no index tensor
+    assert torch.equal(select_channels(x, (2, 0)), x[:, [2, 0]])  # other orders still work (a copy)
+    assert to_device(x, x.device) is x

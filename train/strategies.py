@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from runtime.channels import ALL_CONFIGS, ChannelConfig, configs_with
 
-from .data.loader import SplitTensors, apply_augment, augment_params, normalize
+from .data.loader import SplitTensors, apply_augment, augment_params, normalize, select_channels
 from .distributed import Shard
 from .distill import distillation_loss
 
@@ -185,7 +185,7 @@ def _augmented(split: SplitTensors, idx: torch.Tensor, generator: torch.Generato
     own = shard.take(idx)
     planes = split.take(own)
     if channels is not None:
-        planes = planes[:, channels]
+        planes = select_channels(planes, channels)
     return apply_augment(planes, shard.take(offsets), shard.take(flips)), own
 
 
@@ -196,7 +196,7 @@ def _group(split: SplitTensors, idx: torch.Tensor, config: ChannelConfig, genera
     if shared is None:
         planes, own = _augmented(split, idx, generator, shard, list(config.indices))
     else:
-        planes, own = shared[0][:, list(config.indices)], shared[1]
+        planes, own = select_channels(shared[0], config.indices), shared[1]
     return ConfigGroup(normalize(planes, config), split.take_labels(own), config, shard.weight(len(idx)))
 
 

@@ -8,8 +8,9 @@ normalisation run wherever the batch is, so on a GPU they run on the GPU.
 """
 from __future__ import annotations
 
+import functools
 import os
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,10 +20,38 @@ from runtime.channels import ChannelConfig
 from .cache import Split
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device`` without making the host wait for the GPU.
+
+    A plain copy from pageable memory to CUDA synchronises the stream: done a few times per
+    group, the host could never prepare the next batch while the GPU runs the current step.
+    """
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+@functools.lru_cache(maxsize=64)
+def _mean_std(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    as_tensor = lambda v: to_device(torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1), device)  # noqa: E731
+    return as_tensor(mean), as_tensor(std)
+
+
+def select_channels(x: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
+    """Planes ``indices`` of ``N x C x H x W`` ``x``: a strided view when they are evenly spaced
+    (every configuration's are), so no index tensor is copied to a GPU."""
+    indices = list(indices)
+    step = indices[1] - indices[0] if len(indices) > 1 else 1
+    if step > 0 and indices == list(range(indices[0], indices[-1] + 1, step)):
+        return x[:, indices[0] : indices[-1] + 1 : step]
+    return x[:, indices]
+
+
 def normalize(x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
     """``N x C x H x W`` uint8 planes of ``config`` to normalised float, by channel identity."""
-    mean = torch.tensor(config.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(config.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    mean, std = _mean_std(tuple(config.mean), tuple(config.std), x.device)
     return (x.float() / 255.0 - mean) / std
 
 
@@ -41,7 +70,7 @@ def apply_augment(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -
     """Crop after reflect padding (1/8 of the side) and flip, as one gather on ``x``'s device (float out)."""
     n, _, h, w = x.shape
     pad = max(1, h // 8)
-    offsets, flips = offsets.to(x.device), flips.to(x.device)
+    offsets, flips = to_device(offsets, x.device), to_device(flips, x.device)
     ys = torch.arange(h, device=x.device).view(1, h) + offsets[:, :1] - pad
     xs = torch.arange(w, device=x.device).view(1, w) + offsets[:, 1:] - pad
     xs = torch.where(flips.view(n, 1), xs.flip(1), xs)
@@ -138,14 +167,14 @@ class SplitTensors:
     def take(self, idx: torch.Tensor) -> torch.Tensor:
         """Images ``idx`` as ``len(idx) x 3 x H x W`` uint8 on the split's device."""
         if self._disk is None:
-            return self.images[idx.to(self.images.device)]
+            return self.images[to_device(idx, self.images.device)]
         rows = torch.from_numpy(self._disk.read(idx.numpy())).permute(0, 3, 1, 2)
         if self.device.type == "cuda":
             return rows.pin_memory().to(self.device, non_blocking=True)
         return rows
 
     def take_labels(self, idx: torch.Tensor) -> torch.Tensor:
-        return self._labels_on_device[idx.to(self._labels_on_device.device)]
+        return self._labels_on_device[to_device(idx, self._labels_on_device.device)]
 
     def batches(self, batch_size: int, config: ChannelConfig) -> Iterator[tuple[torch.Tensor, torch.Tensor, ChannelConfig]]:
         """``(inputs, labels, config)`` in order, normalised, for evaluation.
@@ -155,7 +184,7 @@ class SplitTensors:
         """
         for start in range(0, len(self), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(self)))
-            yield normalize(self.take(idx)[:, list(config.indices)], config), self.take_labels(idx), config
+            yield normalize(select_channels(self.take(idx), config.indices), config), self.take_labels(idx), config
 
     @property
     def image_size(self) -> int:
