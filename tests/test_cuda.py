@@ -76,8 +76,8 @@ def test_bf16_autocast_trains_close_to_float32(small, tmp_path, no_tf32):
         assert np.isfinite(b["train_loss"])
         assert abs(a["train_loss"] - b["train_loss"]) < 0.05 * a["train_loss"]
     relative = _relative_difference(fp32, bf16)
-    print(f"bf16 vs float32: relative {relative:.2e}, train loss {[round(h['train_loss'], 4) for h in fp32['history']]} "
-          f"vs {[round(h['train_loss'], 4) for h in bf16['history']]}")
+    losses = [[round(h["train_loss"], 4) for h in run["history"]] for run in (fp32, bf16)]
+    print(f"bf16 vs float32: relative {relative:.2e}, train loss {losses[0]} vs {losses[1]}")
     assert relative < 0.05
     assert all(v.dtype == torch.float32 for v in bf16["state_dict"].values() if v.is_floating_point())
 

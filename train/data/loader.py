@@ -34,7 +34,8 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _mean_std(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _mean_std(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     as_tensor = lambda v: to_device(torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1), device)  # noqa: E731
     return as_tensor(mean), as_tensor(std)
 
