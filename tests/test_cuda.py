@@ -57,9 +57,10 @@ def test_float32_training_on_cuda_matches_the_cpu(small, tmp_path, no_tf32):
     cpu = _train(small, tmp_path / "cpu", "cpu", amp=False)
     gpu = _train(small, tmp_path / "gpu", "cuda", amp=False)
     assert gpu["history"][-1]["views"] == cpu["history"][-1]["views"]
-    # Relative L2 over all weights after one epoch (5 steps); float32 on both, so what differs is
-    # the kernels' summation order (cuDNN against oneDNN), which AdamW's normalised first steps
-    # amplify a little. The limit, 1e-3, is about 100x that rounding and 20x below what bf16 gives.
+    # Relative L2 over all weights after one epoch (29 steps); float32 on both, so what differs is
+    # the kernels' summation order (cuDNN against oneDNN), which AdamW's normalised updates carry
+    # along. Measured 1.17e-3 on an H200, the same in five runs; a first guess of 1e-3 failed on
+    # it, so the limit, 5e-3, leaves about 4x headroom.
     relative = _relative_difference(cpu, gpu)
     print(f"float32 CUDA vs CPU: relative {relative:.2e}")
     assert relative < 5e-3
@@ -70,8 +71,9 @@ def test_bf16_autocast_trains_close_to_float32(small, tmp_path, no_tf32):
     fp32 = _train(small, tmp_path / "fp32", "cuda", amp=False, epochs=2)
     bf16 = _train(small, tmp_path / "bf16", "cuda", amp=True, epochs=2)
     assert bf16["train_config"]["amp"] is True
-    # bf16 keeps 8 mantissa bits: the runs part, but stay on the same path (measured on an H200:
-    # see the GPU section of docs/training-at-scale.md).
+    # bf16 keeps 8 mantissa bits: the runs part, but stay on the same path. Measured on an H200
+    # after 2 epochs: weights 2.55e-2 apart (relative), losses within 0.04%; the limits leave 2x
+    # and 100x headroom.
     for a, b in zip(fp32["history"], bf16["history"]):
         assert np.isfinite(b["train_loss"])
         assert abs(a["train_loss"] - b["train_loss"]) < 0.05 * a["train_loss"]
@@ -110,8 +112,8 @@ def test_drawing_a_training_step_never_waits_for_the_gpu(synthetic_dataset):
     assert len(groups) == 7 and all(g.inputs.is_cuda and g.labels.is_cuda for g in groups)
 
 
-def test_model_step_synchronisations_are_counted(synthetic_dataset, recwarn):
-    """Diagnostic, printed for the GPU notes: how often one training step of our model waits for the GPU."""
+def test_model_step_synchronises_no_more_than_measured(synthetic_dataset, recwarn):
+    """How often one training step of our model makes the host wait for the GPU (printed for the notes)."""
     from train.engine import StepModule
 
     spec = RunSpec("adaptive", "adaptive", {})
@@ -136,3 +138,6 @@ def test_model_step_synchronisations_are_counted(synthetic_dataset, recwarn):
     syncs = [str(w.message) for w in recwarn.list if "synchroniz" in str(w.message)]
     print(f"one bf16 training step of our model: {len(syncs)} synchronisation(s)",
           *sorted(set(s.splitlines()[0][:160] for s in syncs)), sep="\n  ")
+    # A regression guard at what was measured on an H200 (torch 2.11): 2. The detector is a
+    # prototype that does not see every synchronising operation, so this is a floor, not a count.
+    assert len(syncs) <= 2

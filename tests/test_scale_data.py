@@ -116,4 +116,6 @@ def test_channel_selection_is_a_view_for_every_configuration():
         assert torch.equal(planes, x[:, list(config.indices)]) and planes.data_ptr() >= x.data_ptr(), config
         assert planes.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()  # no copy, no index tensor
     assert torch.equal(select_channels(x, (2, 0)), x[:, [2, 0]])  # other orders still work (a copy)
+    with pytest.raises(IndexError):
+        select_channels(x[:, :2], (0, 2))  # as list indexing does, never a silently shorter view
     assert to_device(x, x.device) is x

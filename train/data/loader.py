@@ -36,8 +36,10 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def _mean_std(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    as_tensor = lambda v: to_device(torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1), device)  # noqa: E731
-    return as_tensor(mean), as_tensor(std)
+    # Built outside inference mode: a cached inference tensor could not be saved for a backward pass.
+    with torch.inference_mode(False):
+        as_tensor = lambda v: to_device(torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1), device)  # noqa: E731
+        return as_tensor(mean), as_tensor(std)
 
 
 def select_channels(x: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
@@ -45,7 +47,8 @@ def select_channels(x: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
     (every configuration's are), so no index tensor is copied to a GPU."""
     indices = list(indices)
     step = indices[1] - indices[0] if len(indices) > 1 else 1
-    if step > 0 and indices == list(range(indices[0], indices[-1] + 1, step)):
+    in_range = 0 <= indices[0] and indices[-1] < x.shape[1]  # else list indexing raises, as it should
+    if in_range and step > 0 and indices == list(range(indices[0], indices[-1] + 1, step)):
         return x[:, indices[0] : indices[-1] + 1 : step]
     return x[:, indices]
 
