@@ -29,6 +29,13 @@ def first_body_conv(model):
     return next(m for m in model.body.modules() if isinstance(m, torch.nn.Conv2d))
 
 
+def relative_difference(a: dict, b: dict, suffix: str = "") -> float:
+    """``|a - b| / |a|`` over the float tensors of two checkpoints' state dicts (names ending in ``suffix``)."""
+    keys = [k for k, v in a["state_dict"].items() if v.is_floating_point() and k.endswith(suffix)]
+    diff = torch.cat([(a["state_dict"][k].float() - b["state_dict"][k].float()).flatten() for k in keys])
+    return float(diff.norm() / torch.cat([a["state_dict"][k].float().flatten() for k in keys]).norm())
+
+
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory):
     from train.data import load_dataset

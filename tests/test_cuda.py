@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ADAPTIVE
+from conftest import TINY_ADAPTIVE, relative_difference
 from train.checkpoint import load_checkpoint
 from train.data import loader
 from train.data.cache import Dataset, Split
@@ -46,12 +46,6 @@ def _train(small: Dataset, out, device: str, amp: bool, epochs: int = 1) -> dict
     return load_checkpoint(out / "last.pt")
 
 
-def _relative_difference(a: dict, b: dict) -> float:
-    keys = [k for k, v in a["state_dict"].items() if v.is_floating_point()]
-    diff = torch.cat([(a["state_dict"][k].float() - b["state_dict"][k].float()).flatten() for k in keys])
-    return float(diff.norm() / torch.cat([a["state_dict"][k].float().flatten() for k in keys]).norm())
-
-
 def test_float32_training_on_cuda_matches_the_cpu(small, tmp_path, no_tf32):
     """Same seed, batches, crops and configurations on both devices (augmentation runs where the data is)."""
     cpu = _train(small, tmp_path / "cpu", "cpu", amp=False)
@@ -61,7 +55,7 @@ def test_float32_training_on_cuda_matches_the_cpu(small, tmp_path, no_tf32):
     # the kernels' summation order (cuDNN against oneDNN), which AdamW's normalised updates carry
     # along. Measured 1.17e-3 on an H200, the same in five runs; a first guess of 1e-3 failed on
     # it, so the limit, 5e-3, leaves about 4x headroom.
-    relative = _relative_difference(cpu, gpu)
+    relative = relative_difference(cpu, gpu)
     print(f"float32 CUDA vs CPU: relative {relative:.2e}")
     assert relative < 5e-3
     assert abs(gpu["history"][-1]["train_loss"] - cpu["history"][-1]["train_loss"]) < 1e-3
@@ -77,7 +71,7 @@ def test_bf16_autocast_trains_close_to_float32(small, tmp_path, no_tf32):
     for a, b in zip(fp32["history"], bf16["history"]):
         assert np.isfinite(b["train_loss"])
         assert abs(a["train_loss"] - b["train_loss"]) < 0.05 * a["train_loss"]
-    relative = _relative_difference(fp32, bf16)
+    relative = relative_difference(fp32, bf16)
     losses = [[round(h["train_loss"], 4) for h in run["history"]] for run in (fp32, bf16)]
     print(f"bf16 vs float32: relative {relative:.2e}, train loss {losses[0]} vs {losses[1]}")
     assert relative < 0.05

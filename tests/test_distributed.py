@@ -13,6 +13,7 @@ from train.checkpoint import load_checkpoint
 from train.distributed import Shard, strip_option, torchrun_command
 
 import ddp_worker
+from conftest import relative_difference
 
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 
@@ -66,13 +67,6 @@ def _max_difference(a: dict, b: dict) -> float:
     return max(float((a["state_dict"][k].float() - v.float()).abs().max()) for k, v in b["state_dict"].items())
 
 
-def _relative_difference(a: dict, b: dict, suffix: str = "") -> float:
-    """``|a - b| / |a|`` over the floating-point tensors of two state dicts (names ending in ``suffix``)."""
-    keys = [k for k, v in a["state_dict"].items() if v.is_floating_point() and k.endswith(suffix)]
-    diff = torch.cat([(a["state_dict"][k].float() - b["state_dict"][k].float()).flatten() for k in keys])
-    return float(diff.norm() / torch.cat([a["state_dict"][k].float().flatten() for k in keys]).norm())
-
-
 def _one_and_two(tmp_path, tiny_npz, strategy: str, epochs: int, relative_allowed: float | None = None
                  ) -> tuple[dict, dict]:
     ddp_worker.train(tiny_npz, tmp_path / "one", strategy, epochs=epochs)
@@ -90,7 +84,7 @@ def _one_and_two(tmp_path, tiny_npz, strategy: str, epochs: int, relative_allowe
         worst = _max_difference(one, two)
         assert worst < 1e-4, worst
     else:
-        relative = _relative_difference(one, two)
+        relative = relative_difference(one, two)
         assert relative < relative_allowed, relative
     assert abs(two["history"][-1]["val_acc"] - one["history"][-1]["val_acc"]) <= 1 / 128
     return one, two
@@ -121,4 +115,4 @@ def test_sampled_configurations_and_precise_bn_agree_across_ranks(tmp_path, tiny
     assert two["history"][-1]["train_flops"] == one["history"][-1]["train_flops"]  # same configurations drawn
     # Precise BN ran on both: every configuration's running means are the global batches' ones
     # (measured 1.2e-3; 4.6e-2 with rank-local batch norm).
-    assert _relative_difference(one, two, "running_mean") < 1e-2
+    assert relative_difference(one, two, "running_mean") < 1e-2

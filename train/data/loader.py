@@ -173,9 +173,7 @@ class SplitTensors:
         if self._disk is None:
             return self.images[to_device(idx, self.images.device)]
         rows = torch.from_numpy(self._disk.read(idx.numpy())).permute(0, 3, 1, 2)
-        if self.device.type == "cuda":
-            return rows.pin_memory().to(self.device, non_blocking=True)
-        return rows
+        return to_device(rows, self.device)
 
     def take_labels(self, idx: torch.Tensor) -> torch.Tensor:
         return self._labels_on_device[to_device(idx, self._labels_on_device.device)]
