@@ -111,6 +111,10 @@ def train(
                                                                       "often after a failure, resuming from the "
                                                                       "last finished epoch."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bfloat16 autocast on CUDA (no effect on the CPU)."),
+    mix: str = typer.Option("none", help="Every model's recipe: 'mixup' or 'cutmix' mixes the images of each "
+                                         "configuration group and trains on the mixed labels (torchvision's "
+                                         "MixUp and CutMix), or 'none'. See docs/training.md."),
+    mix_alpha: float = typer.Option(1.0, help="With --mix: the Beta(alpha, alpha) distribution of mixing ratios."),
     teacher: Optional[str] = typer.Option(None, help="task2: the shallow net's distillation teacher: naive (task "
                                                      "1's CNN on RGB, the default), resnet34, or none (labels "
                                                      "only). It trains first when it is in --models."),
@@ -119,9 +123,14 @@ def train(
     from runtime.errors import AnyChannelError
     from train import distributed
     from train.data import load_dataset
+    from train.data.mixing import check_mix
     from train.engine import TrainConfig
     from train.models.backbone import COMPACT
 
+    try:
+        check_mix(mix, mix_alpha, distill)
+    except ValueError as exc:
+        _fail(str(exc))
     if nproc > 1 and not distributed.launched_by_torchrun():
         if task is Task.task1:  # a bad option is one error here, not one per rank and torchrun's traceback
             try:
@@ -170,14 +179,14 @@ def train(
             from train.task1 import run_task1
 
             cfg = TrainConfig(epochs=DEFAULT_TASK1_EPOCHS if epochs is None else epochs, batch_size=batch_size, lr=lr, seed=seed,
-                              device=device.value, amp=amp)
+                              device=device.value, amp=amp, mix=mix, mix_alpha=mix_alpha)
             results = run_task1(dataset, model_list, out, cfg,
                                 resume=resume, train_eval_samples=train_eval_samples, options=options, ctx=ctx)
         else:
             from train.task2 import run_task2
 
             cfg = TrainConfig(epochs=12 if epochs is None else epochs, batch_size=batch_size, lr=lr, seed=seed, device=device.value,
-                              amp=amp)
+                              amp=amp, mix=mix, mix_alpha=mix_alpha)
             results = run_task2(dataset, model_list, out, cfg,
                                 resume=resume, train_eval_samples=train_eval_samples,
                                 teacher=teacher, ctx=ctx)

@@ -62,16 +62,26 @@ def add_variation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None,
                         help="Peak learning rate of every row (default: the training default). Runs and "
                              "results get a budget of their own.")
+    parser.add_argument("--mix", choices=("mixup", "cutmix"), default=None,
+                        help="Every row mixes its images (train --mix). Runs and results get a budget of their own.")
+    parser.add_argument("--mix-alpha", type=float, default=1.0, help="With --mix: Beta(alpha, alpha) ratios.")
+
+
+def mix_name(args: argparse.Namespace) -> str:
+    """``--mix`` as it names a budget: ``cutmix``, or ``cutmix0.2`` for another alpha; empty without it."""
+    kind, alpha = getattr(args, "mix", None), getattr(args, "mix_alpha", 1.0)
+    return "" if kind is None else kind + (f"{alpha:g}" if alpha != 1.0 else "")
 
 
 def _variations(args: argparse.Namespace) -> str:
     per_class, lr = getattr(args, "train_per_class", None), getattr(args, "lr", None)
-    return (f"-{per_class}pc" if per_class else "") + (f"-lr{lr:g}" if lr is not None else "")
+    return ((f"-{per_class}pc" if per_class else "") + (f"-lr{lr:g}" if lr is not None else "")
+            + (f"-{mix_name(args)}" if mix_name(args) else ""))
 
 
 def budget_name(args: argparse.Namespace) -> str:
-    """``<epochs>ep-<size>px[-<N>pc][-lr<LR>]``: names run folders and kept results, so two budgets never
-    share one."""
+    """``<epochs>ep-<size>px[-<N>pc][-lr<LR>][-<mix>]``: names run folders and kept results, so two budgets
+    never share one."""
     return f"{args.epochs}ep-{args.image_size}px" + _variations(args)
 
 

@@ -1,14 +1,15 @@
 """Task 1 on real photos: our model against seven per-configuration CNNs, the course design and ablations.
 
     python benchmarks/task1_real.py [--epochs 8] [--image-size 32] [--seeds 0,1] [--rows all]
-                                    [--train-per-class N] [--lr LR]
+                                    [--train-per-class N] [--lr LR] [--mix mixup|cutmix]
 
 Every row trains on ../shared/data/tiny-imagenet-50 with the same epochs, recipe and
 augmentation, and reports test accuracy per configuration beside its training compute
 (FLOPs of every forward and backward pass, from torch's counter, and wall seconds).
---train-per-class (the first N training images of each class) and --lr (every row's peak
-learning rate) check that a result holds with less data or another recipe. Each row is its
-own run folder under --out/<epochs>ep-<size>px[-<N>pc][-lr<LR>]/, resumable, so an interrupted
+--train-per-class (the first N training images of each class), --lr (every row's peak
+learning rate) and --mix (every row mixes its images) check that a result holds with less data
+or another recipe. Each row is its
+own run folder under --out/<epochs>ep-<size>px[-<N>pc][-lr<LR>][-<mix>]/, resumable, so an interrupted
 benchmark continues where it stopped (--resume) and --report-only rebuilds the BENCHMARKS.md
 section of that budget from whatever rows have finished. `naive` and `ours` run once per seed; the other rows once.
 """
@@ -19,14 +20,14 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (add_variation_options, budget_name, budget_section,  # noqa: E402
-                               is_main_budget, keep_results_text, machine, parse_seeds_and_rows,
+                               is_main_budget, keep_results_text, machine, mix_name, parse_seeds_and_rows,
                                real_photo_parser, spread, train_in_processes, train_subset,
                                write_section)
 from runtime.channels import CONFIG_NAMES, ChannelConfig, configs_with  # noqa: E402
@@ -130,6 +131,17 @@ def learning_rate(args: argparse.Namespace) -> float:
     return TrainConfig().lr if getattr(args, "lr", None) is None else args.lr
 
 
+def recipe(args: argparse.Namespace) -> dict:
+    """The recipe options every row trains with (``TrainConfig`` fields): ``--lr`` and ``--mix``."""
+    return {"lr": learning_rate(args), "mix": getattr(args, "mix", None) or "none",
+            "mix_alpha": getattr(args, "mix_alpha", 1.0)}
+
+
+def mixing(args: argparse.Namespace) -> str:
+    """``--mix`` in words: "CutMix (α 1)"."""
+    return f"{ {'mixup': 'MixUp', 'cutmix': 'CutMix'}[args.mix]} (α {args.mix_alpha:g})"
+
+
 def dataset_name(args: argparse.Namespace) -> str:
     """The name results.json records for the rows' data: ``--data``'s folder, ``-<N>pc`` for a subset."""
     per_class = getattr(args, "train_per_class", None)
@@ -148,7 +160,7 @@ def train_row(row: Row, seed: int, args, dataset=None) -> None:
     from train.task1 import run_task1
 
     dataset = dataset or load_dataset(training_data(args), args.image_size)  # the decoded cache, in a worker
-    cfg = TrainConfig(epochs=args.epochs * row.epoch_factor, seed=seed, lr=learning_rate(args))
+    cfg = TrainConfig(epochs=args.epochs * row.epoch_factor, seed=seed, **recipe(args))
     t0 = time.perf_counter()
     run_task1(dataset, [row.model], run_dir(args, row, seed), cfg, resume=True, options=row.options,
               log=lambda line: print(line, flush=True))
@@ -233,9 +245,10 @@ def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
                 path = kept_results(args, row, seed)
             if path.exists():
                 results = json.loads(path.read_text())
-                if ((results["dataset"], results["epochs"], results["image_size"], results["train_config"]["lr"])
+                trained = {**asdict(TrainConfig()), **results["train_config"]}  # runs from before an option: its default
+                if ((results["dataset"], results["epochs"], results["image_size"], *(trained[k] for k in recipe(args)))
                         != (dataset_name(args), args.epochs * row.epoch_factor, args.image_size,
-                            learning_rate(args))):
+                            *recipe(args).values())):
                     continue  # a run folder of another budget
                 entry = results["models"][row.model]
                 found.setdefault(row.key, []).append({**entry, "seed": seed})
@@ -305,9 +318,12 @@ def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
     title = (f"{args.image_size} px" if is_main_budget(args, MAIN_BUDGET)
              else f"{args.epochs} epochs, {args.image_size} px"
              + (f", {per_class} training images per class" if per_class else "")
-             + (f", peak learning rate {lr:g}" if lr is not None else ""))
+             + (f", peak learning rate {lr:g}" if lr is not None else "")
+             + (f", {mixing(args)} for every row" if mix_name(args) else ""))
     flags = ((f" --rows {args.rows}" if args.rows != "all" else "")
-             + (f" --train-per-class {per_class}" if per_class else "") + (f" --lr {lr:g}" if lr is not None else ""))
+             + (f" --train-per-class {per_class}" if per_class else "") + (f" --lr {lr:g}" if lr is not None else "")
+             + (f" --mix {args.mix}" if mix_name(args) else "")
+             + (f" --mix-alpha {args.mix_alpha:g}" if mix_name(args) and args.mix_alpha != 1.0 else ""))
     # A naive model trains each image once per epoch in each of the seven configurations.
     naive_views = [e["train_views"] for e in rows.get("naive", [])]
     images = f"{naive_views[0] // (len(CONFIG_NAMES) * args.epochs):,}" if naive_views else "set of"
@@ -320,7 +336,8 @@ def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
         f"Budget: {args.epochs} epochs over the same {images} training images"
         + (f", the first {per_class} of each class in train.txt," if per_class else "")
         + f" for every row (AdamW, one-cycle to a peak learning rate of {learning_rate(args):g}, label smoothing "
-        f"0.1, crop+flip), {args.image_size} px, batches of 128 views (image × configuration)."
+        f"0.1, crop+flip{', ' + mixing(args) if mix_name(args) else ''}), {args.image_size} px, batches of 128 "
+        "views (image × configuration)."
         + (f" Wall time of this invocation: {wall / 60:.0f} min." if wall else ""),
         "",
     ]

@@ -14,6 +14,7 @@ from runtime.channels import ALL_CONFIGS, ChannelConfig
 
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
 from .data import Dataset, SplitTensors
+from .data.mixing import BatchMix, check_mix
 from .distributed import DistContext, Shard, check_same_data_on_every_rank, convert_batchnorms, restarted
 from .models.layers import ConfigNorm, PerConfig
 from .progress import progress_bar
@@ -35,6 +36,9 @@ class TrainConfig:
     channels_last: bool = True
     #: bfloat16 autocast on CUDA (ignored on the CPU): tensor cores, half the activation memory.
     amp: bool = True
+    #: Batch mixing for every model (``train.data.mixing``): none, mixup or cutmix, ratios from Beta(alpha, alpha).
+    mix: str = "none"
+    mix_alpha: float = 1.0
 
 
 @dataclass
@@ -296,6 +300,8 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
     resume = resume or restarted()
     run_dir.mkdir(parents=True, exist_ok=True)
     strategy = spec.build_strategy()
+    check_mix(cfg.mix, cfg.mix_alpha, distill=getattr(strategy, "distill", False))
+    mix = BatchMix(cfg.mix, cfg.mix_alpha, dataset.num_classes)
     meta = {**checkpoint_meta(spec, dataset, task), "strategy": strategy.describe(),
             "world_size": ctx.world, "global_batch_size": cfg.batch_size}
     train_split = SplitTensors(dataset.splits["train"], device)
@@ -359,9 +365,12 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
         with progress_bar(f"{spec.run_name} epoch {epoch + 1}/{cfg.epochs}", steps, enabled=ctx.is_main) as advance:
             for groups in strategy.steps(train_split, cfg.batch_size, generator, ctx.shard):
                 for g in groups:
-                    g.inputs = g.inputs.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                    g.inputs = g.inputs.to(device, non_blocking=True)
                     g.labels = g.labels.to(device, non_blocking=True)
                     views[g.config.name] = views.get(g.config.name, 0) + len(g.labels)
+                groups = mix(groups)  # on the device; draws from the global generator seeded above, as dropout does
+                for g in groups:
+                    g.inputs = g.inputs.contiguous(memory_format=memory_format)
                 with autocast:
                     loss, logits = step_module(groups, cfg.label_smoothing, loss_fn)
                 optimizer.zero_grad(set_to_none=True)

@@ -34,6 +34,7 @@ from .distributed import Shard
 from .distill import distillation_loss
 
 #: Passed to a strategy's loss: ``(logits, labels, inputs, config) -> loss`` replaces cross-entropy.
+#: ``labels`` are class indices, or soft targets (``N x classes``) when the recipe mixes images.
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, ChannelConfig], torch.Tensor]
 
 
@@ -49,6 +50,13 @@ class ConfigGroup:
     labels: torch.Tensor
     config: ChannelConfig
     weight: float = 1.0
+    #: Soft targets (``N x classes``) when the recipe mixes images (``--mix``); ``labels`` stay the unmixed ones.
+    targets: torch.Tensor | None = None
+
+    @property
+    def loss_targets(self) -> torch.Tensor:
+        """What the loss compares the logits with: the mixed targets, else the labels."""
+        return self.labels if self.targets is None else self.targets
 
 
 @dataclass
@@ -359,9 +367,9 @@ class JointConfigs:
         losses = []
         for lg, g in zip(logits, groups):
             if teacher is None or g.config.num_channels == 3:
-                losses.append(criterion(lg, g.labels, g.inputs, g.config))
+                losses.append(criterion(lg, g.loss_targets, g.inputs, g.config))
             else:  # the RGB prediction of the same images, as a fixed target
-                losses.append(distillation_loss(lg, teacher.detach(), g.labels, self.distill_weight,
+                losses.append(distillation_loss(lg, teacher.detach(), g.loss_targets, self.distill_weight,
                                                 self.temperature, label_smoothing))
         return StepResult(_weighted_mean(losses, groups), groups, logits)
 
@@ -382,7 +390,7 @@ def _batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
 
 def _mean_loss(model: nn.Module, groups: list[ConfigGroup], criterion: LossFn) -> StepResult:
     logits = [model(g.inputs, g.config) for g in groups]
-    losses = [criterion(lg, g.labels, g.inputs, g.config) for lg, g in zip(logits, groups)]
+    losses = [criterion(lg, g.loss_targets, g.inputs, g.config) for lg, g in zip(logits, groups)]
     return StepResult(_weighted_mean(losses, groups), groups, logits)
 
 

@@ -1,0 +1,60 @@
+"""Batch mixing, a recipe option for every model of a run: MixUp or CutMix from torchvision's transforms.v2.
+
+Each configuration group of a step is mixed within itself (a group holds one configuration's
+planes, so a mixed image never combines two channel layouts), and gets soft ``targets`` for
+the loss; its ``labels`` stay the unmixed ones, for train accuracy. The transforms draw from
+torch's global generator, which ``fit`` seeds per epoch and rank, so a resumed run mixes as an
+uninterrupted one does.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+if TYPE_CHECKING:
+    from ..strategies import ConfigGroup
+
+
+def _mixes() -> dict[str, Callable[..., Callable]]:
+    from torchvision.transforms import v2
+
+    return {"mixup": v2.MixUp, "cutmix": v2.CutMix}
+
+
+#: ``--mix`` choices; ``none`` trains on the groups as drawn.
+MIX_CHOICES: tuple[str, ...] = ("none", "mixup", "cutmix")
+
+
+def check_mix(kind: str, alpha: float, distill: bool = False) -> None:
+    """``ValueError`` naming the problem unless ``kind`` is a :data:`MIX_CHOICES` name, ``alpha`` is
+    positive, and no in-place distillation (``distill``) needs the groups to show the same pixels."""
+    if kind not in MIX_CHOICES:
+        raise ValueError(f"unknown --mix {kind!r}; choose from {', '.join(MIX_CHOICES)}")
+    if not alpha > 0:
+        raise ValueError(f"--mix-alpha must be positive (the Beta distribution's parameter), got {alpha}")
+    if kind != "none" and distill:
+        raise ValueError(f"--mix {kind} with --distill: each group is mixed on its own, so the RGB logits "
+                         "would describe other pixels than the subsets see")
+
+
+class BatchMix:
+    """Mixes each group of a step with ``kind`` (MixUp or CutMix, Beta(``alpha``, ``alpha``) ratios)."""
+
+    def __init__(self, kind: str, alpha: float, num_classes: int) -> None:
+        check_mix(kind, alpha)
+        self.kind = kind
+        self.transform = None if kind == "none" else _mixes()[kind](alpha=alpha, num_classes=num_classes)
+
+    def __call__(self, groups: list["ConfigGroup"]) -> list["ConfigGroup"]:
+        if self.transform is None:
+            return groups
+        mixed = []
+        for g in groups:
+            if len(g.labels) < 2:  # nothing to mix with; a rank's share can be this small
+                mixed.append(g)
+                continue
+            inputs, targets = self.transform(g.inputs, g.labels)
+            mixed.append(replace(g, inputs=inputs, targets=targets))
+        return mixed
