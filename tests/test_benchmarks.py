@@ -215,3 +215,10 @@ def test_train_subset_and_learning_rate_get_budgets_of_their_own(tmp_path):
     assert budget_section("task1-real", args, task1_real.MAIN_BUDGET) == "task1-real-8ep-32px-lr0.004"
     assert task1_real.learning_rate(args) == 0.004
     assert task1_real.learning_rate(argparse.Namespace()) == TrainConfig().lr
+    # --mix: a budget of its own, and every row trains with it.
+    args = argparse.Namespace(epochs=8, image_size=32, out=tmp_path, mix="cutmix", mix_alpha=1.0)
+    assert budget_section("task1-real", args, task1_real.MAIN_BUDGET) == "task1-real-8ep-32px-cutmix"
+    assert task1_real.recipe(args) == {"lr": TrainConfig().lr, "mix": "cutmix", "mix_alpha": 1.0}
+    args.mix, args.mix_alpha = "mixup", 0.2
+    assert budget_section("task1-real", args, task1_real.MAIN_BUDGET) == "task1-real-8ep-32px-mixup0.2"
+    assert task1_real.recipe(argparse.Namespace())["mix"] == "none"

@@ -260,6 +260,9 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     (["--train-eval-samples", "0"], "'--train-eval-samples'"),
     (["--batch-size", "1"], "'--batch-size'"),
     (["--allocation", "inverse-channels", "--share-images"], "own images"),
+    (["--mix", "blend"], "unknown --mix 'blend'; choose from none, mixup, cutmix"),
+    (["--mix", "cutmix", "--share-images", "--distill"], "--mix cutmix with --distill"),
+    (["--nproc", "2", "--mix", "mixup", "--mix-alpha", "-1"], "--mix-alpha must be positive"),
 ])
 def test_train_refuses_bad_strategy_options_before_loading_data(args, message, tmp_path):
     from typer.testing import CliRunner

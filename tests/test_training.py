@@ -34,11 +34,11 @@ def test_hierarchical_sampling_covers_all_configs():
     assert 70 < counts["R"] < 130  # a ninth each for the others
 
 
-def _train(dataset, out, epochs, resume=False, loss_fn=None):
+def _train(dataset, out, epochs, resume=False, loss_fn=None, mix="none"):
     torch.manual_seed(0)
     model = create_model("adaptive", num_classes=dataset.num_classes, **TINY_ADAPTIVE)
     spec = RunSpec("adaptive", "adaptive", dict(TINY_ADAPTIVE))
-    fit(model, spec, dataset, out, TrainConfig(epochs=epochs, batch_size=128), "task1", resume=resume,
+    fit(model, spec, dataset, out, TrainConfig(epochs=epochs, batch_size=128, mix=mix), "task1", resume=resume,
         loss_fn=loss_fn, log=lambda _: None)
     return load_checkpoint(out / "last.pt")
 
@@ -53,8 +53,9 @@ def small_dataset(synthetic_dataset):
                    {"train": cut(s["train"], 256), "val": cut(s["val"], 128), "test": cut(s["test"], 128)}, "fp")
 
 
-def test_resume_after_interrupt_equals_uninterrupted(tmp_path, small_dataset):
-    straight = _train(small_dataset, tmp_path / "a", epochs=3)
+@pytest.mark.parametrize("mix", ["none", "cutmix"])
+def test_resume_after_interrupt_equals_uninterrupted(tmp_path, small_dataset, mix):
+    straight = _train(small_dataset, tmp_path / "a", epochs=3, mix=mix)
 
     calls = {"n": 0}
 
@@ -67,9 +68,9 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, small_dataset):
         return torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
 
     with pytest.raises(KeyboardInterrupt):
-        _train(small_dataset, tmp_path / "b", epochs=3, loss_fn=interrupt_in_epoch_two)
+        _train(small_dataset, tmp_path / "b", epochs=3, loss_fn=interrupt_in_epoch_two, mix=mix)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
-    resumed = _train(small_dataset, tmp_path / "b", epochs=3, resume=True)
+    resumed = _train(small_dataset, tmp_path / "b", epochs=3, resume=True, mix=mix)
     assert resumed["epoch"] == 3
     for key, value in straight["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
