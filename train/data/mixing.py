@@ -44,7 +44,6 @@ class BatchMix:
 
     def __init__(self, kind: str, alpha: float, num_classes: int) -> None:
         check_mix(kind, alpha)
-        self.kind = kind
         self.transform = None if kind == "none" else _mixes()[kind](alpha=alpha, num_classes=num_classes)
 
     def __call__(self, groups: list["ConfigGroup"]) -> list["ConfigGroup"]:
