@@ -74,9 +74,9 @@ def mix_name(args: argparse.Namespace) -> str:
 
 
 def _variations(args: argparse.Namespace) -> str:
-    per_class, lr = getattr(args, "train_per_class", None), getattr(args, "lr", None)
+    per_class, lr, mix = getattr(args, "train_per_class", None), getattr(args, "lr", None), mix_name(args)
     return ((f"-{per_class}pc" if per_class else "") + (f"-lr{lr:g}" if lr is not None else "")
-            + (f"-{mix_name(args)}" if mix_name(args) else ""))
+            + (f"-{mix}" if mix else ""))
 
 
 def budget_name(args: argparse.Namespace) -> str:

@@ -20,18 +20,19 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (add_variation_options, budget_name, budget_section,  # noqa: E402
-                               is_main_budget, keep_results_text, machine, mix_name, parse_seeds_and_rows,
+                               is_main_budget, keep_results_text, machine, parse_seeds_and_rows,
                                real_photo_parser, spread, train_in_processes, train_subset,
                                write_section)
 from runtime.channels import CONFIG_NAMES, ChannelConfig, configs_with  # noqa: E402
-from train.engine import TrainConfig  # noqa: E402
+from train.engine import TrainConfig, saved_recipe  # noqa: E402
+from train.data.mixing import check_mix  # noqa: E402
 from train.task1 import Task1Options  # noqa: E402
 
 #: The one-channel configurations: R, G, B.
@@ -131,15 +132,18 @@ def learning_rate(args: argparse.Namespace) -> float:
     return TrainConfig().lr if getattr(args, "lr", None) is None else args.lr
 
 
-def recipe(args: argparse.Namespace) -> dict:
+def recipe(args: argparse.Namespace) -> dict[str, str | float]:
     """The recipe options every row trains with (``TrainConfig`` fields): ``--lr`` and ``--mix``."""
     return {"lr": learning_rate(args), "mix": getattr(args, "mix", None) or "none",
             "mix_alpha": getattr(args, "mix_alpha", 1.0)}
 
 
+_MIX_TITLES = {"mixup": "MixUp", "cutmix": "CutMix"}
+
+
 def mixing(args: argparse.Namespace) -> str:
     """``--mix`` in words: "CutMix (α 1)"."""
-    return f"{ {'mixup': 'MixUp', 'cutmix': 'CutMix'}[args.mix]} (α {args.mix_alpha:g})"
+    return f"{_MIX_TITLES[args.mix]} (α {args.mix_alpha:g})"
 
 
 def dataset_name(args: argparse.Namespace) -> str:
@@ -245,7 +249,7 @@ def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
                 path = kept_results(args, row, seed)
             if path.exists():
                 results = json.loads(path.read_text())
-                trained = {**asdict(TrainConfig()), **results["train_config"]}  # runs from before an option: its default
+                trained = saved_recipe(results["train_config"])
                 if ((results["dataset"], results["epochs"], results["image_size"], *(trained[k] for k in recipe(args)))
                         != (dataset_name(args), args.epochs * row.epoch_factor, args.image_size,
                             *recipe(args).values())):
@@ -314,16 +318,16 @@ def mean_acc(entries: list[dict]) -> float:
 def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
     seeds = sorted({e["seed"] for e in rows.get("ours", [])})
     naive_seeds = sorted({e["seed"] for e in rows.get("naive", [])})
-    per_class, lr = getattr(args, "train_per_class", None), getattr(args, "lr", None)
+    per_class, lr, mix = getattr(args, "train_per_class", None), getattr(args, "lr", None), getattr(args, "mix", None)
     title = (f"{args.image_size} px" if is_main_budget(args, MAIN_BUDGET)
              else f"{args.epochs} epochs, {args.image_size} px"
              + (f", {per_class} training images per class" if per_class else "")
              + (f", peak learning rate {lr:g}" if lr is not None else "")
-             + (f", {mixing(args)} for every row" if mix_name(args) else ""))
+             + (f", {mixing(args)} for every row" if mix else ""))
     flags = ((f" --rows {args.rows}" if args.rows != "all" else "")
              + (f" --train-per-class {per_class}" if per_class else "") + (f" --lr {lr:g}" if lr is not None else "")
-             + (f" --mix {args.mix}" if mix_name(args) else "")
-             + (f" --mix-alpha {args.mix_alpha:g}" if mix_name(args) and args.mix_alpha != 1.0 else ""))
+             + (f" --mix {mix}" if mix else "")
+             + (f" --mix-alpha {args.mix_alpha:g}" if mix and args.mix_alpha != 1.0 else ""))
     # A naive model trains each image once per epoch in each of the seven configurations.
     naive_views = [e["train_views"] for e in rows.get("naive", [])]
     images = f"{naive_views[0] // (len(CONFIG_NAMES) * args.epochs):,}" if naive_views else "set of"
@@ -336,7 +340,7 @@ def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
         f"Budget: {args.epochs} epochs over the same {images} training images"
         + (f", the first {per_class} of each class in train.txt," if per_class else "")
         + f" for every row (AdamW, one-cycle to a peak learning rate of {learning_rate(args):g}, label smoothing "
-        f"0.1, crop+flip{', ' + mixing(args) if mix_name(args) else ''}), {args.image_size} px, batches of 128 "
+        f"0.1, crop+flip{', ' + mixing(args) if mix else ''}), {args.image_size} px, batches of 128 "
         "views (image × configuration)."
         + (f" Wall time of this invocation: {wall / 60:.0f} min." if wall else ""),
         "",
@@ -495,6 +499,10 @@ def main() -> None:
         parser.error(f"--lr must be positive, got {args.lr}")
     if args.lr == TrainConfig().lr:
         args.lr = None  # the default: the main budget's folders and section
+    try:
+        check_mix(args.mix or "none", args.mix_alpha)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.train_per_class is not None and (args.step_time or not args.report_only):
         try:
             train_subset(Path(args.data), args.train_per_class, Path(training_data(args)))

@@ -72,3 +72,31 @@ def test_the_loss_uses_the_mixed_targets():
 def test_bad_mix_options_are_named(kind, alpha, distill, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         check_mix(kind, alpha, distill)
+
+
+def test_an_alpha_without_a_mix_is_refused():
+    """Else a run without mixing would record another recipe than the default, and not resume it."""
+    with pytest.raises(ValueError, match="--mix-alpha 0.5 needs --mix mixup or cutmix"):
+        check_mix("none", 0.5)
+
+
+def test_fit_refuses_mixing_with_in_place_distillation(tmp_path, synthetic_dataset):
+    from train.engine import RunSpec, TrainConfig, fit
+    from train.models import create_model
+
+    spec = RunSpec("adaptive", "adaptive", {}, strategy_options={"share_images": True, "distill": True})
+    model = create_model("adaptive", num_classes=synthetic_dataset.num_classes)
+    with pytest.raises(ValueError, match="--mix cutmix with --distill"):
+        fit(model, spec, synthetic_dataset, tmp_path, TrainConfig(epochs=1, mix="cutmix"), "task1", log=lambda _: None)
+    assert not list(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_task2_distillation_takes_mixed_targets():
+    """Task 2's teacher loss gets soft targets under --mix; cross-entropy takes them as they are."""
+    from train.distill import distillation_loss
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    hard = torch.tensor([0, 1, 2, 3])
+    one_hot = F.one_hot(hard, 5).float()
+    assert torch.allclose(distillation_loss(student, teacher, one_hot), distillation_loss(student, teacher, hard))

@@ -263,6 +263,7 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     (["--mix", "blend"], "unknown --mix 'blend'; choose from none, mixup, cutmix"),
     (["--mix", "cutmix", "--share-images", "--distill"], "--mix cutmix with --distill"),
     (["--nproc", "2", "--mix", "mixup", "--mix-alpha", "-1"], "--mix-alpha must be positive"),
+    (["--mix-alpha", "0.2"], "--mix-alpha 0.2 needs --mix mixup or cutmix"),
 ])
 def test_train_refuses_bad_strategy_options_before_loading_data(args, message, tmp_path):
     from typer.testing import CliRunner

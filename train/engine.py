@@ -256,9 +256,15 @@ def _no_buffer_sync() -> dict[str, bool]:
     return {name: False}
 
 
+def saved_recipe(saved: dict[str, Any]) -> dict[str, Any]:
+    """A recipe written by an earlier run (a checkpoint's or results.json's ``train_config``), with
+    the options added since it was written at their defaults."""
+    return {**asdict(TrainConfig()), **saved}
+
+
 def _settings_match(saved: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Whether a checkpoint's recipe is ``cfg``'s; options added since it was written count as defaults."""
-    return {**asdict(TrainConfig()), **saved} == asdict(cfg)
+    """Whether a checkpoint's recipe is ``cfg``'s."""
+    return saved_recipe(saved) == asdict(cfg)
 
 
 #: What identifies the data a checkpoint was trained on: its decoded content and image size

@@ -34,6 +34,8 @@ def check_mix(kind: str, alpha: float, distill: bool = False) -> None:
         raise ValueError(f"unknown --mix {kind!r}; choose from {', '.join(MIX_CHOICES)}")
     if not alpha > 0:
         raise ValueError(f"--mix-alpha must be positive (the Beta distribution's parameter), got {alpha}")
+    if kind == "none" and alpha != 1.0:  # else a run without mixing would differ from the default by a number
+        raise ValueError(f"--mix-alpha {alpha:g} needs --mix mixup or cutmix")
     if kind != "none" and distill:
         raise ValueError(f"--mix {kind} with --distill: each group is mixed on its own, so the RGB logits "
                          "would describe other pixels than the subsets see")
