@@ -62,7 +62,9 @@ def add_variation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=None,
                         help="Peak learning rate of every row (default: the training default). Runs and "
                              "results get a budget of their own.")
-    parser.add_argument("--mix", choices=("mixup", "cutmix"), default=None,
+    from train.data.mixing import MIX_TRANSFORMS
+
+    parser.add_argument("--mix", choices=tuple(MIX_TRANSFORMS), default=None,
                         help="Every row mixes its images (train --mix). Runs and results get a budget of their own.")
     parser.add_argument("--mix-alpha", type=float, default=1.0, help="With --mix: Beta(alpha, alpha) ratios.")
 

@@ -32,7 +32,7 @@ from benchmarks.common import (add_variation_options, budget_name, budget_sectio
                                write_section)
 from runtime.channels import CONFIG_NAMES, ChannelConfig, configs_with  # noqa: E402
 from train.engine import TrainConfig, saved_recipe  # noqa: E402
-from train.data.mixing import check_mix  # noqa: E402
+from train.data.mixing import MIX_TRANSFORMS, check_mix  # noqa: E402
 from train.task1 import Task1Options  # noqa: E402
 
 #: The one-channel configurations: R, G, B.
@@ -138,12 +138,9 @@ def recipe(args: argparse.Namespace) -> dict[str, str | float]:
             "mix_alpha": getattr(args, "mix_alpha", 1.0)}
 
 
-_MIX_TITLES = {"mixup": "MixUp", "cutmix": "CutMix"}
-
-
 def mixing(args: argparse.Namespace) -> str:
     """``--mix`` in words: "CutMix (α 1)"."""
-    return f"{_MIX_TITLES[args.mix]} (α {args.mix_alpha:g})"
+    return f"{MIX_TRANSFORMS[args.mix]} (α {args.mix_alpha:g})"
 
 
 def dataset_name(args: argparse.Namespace) -> str:

@@ -14,7 +14,7 @@ from runtime.channels import ALL_CONFIGS, ChannelConfig
 
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
 from .data import Dataset, SplitTensors
-from .data.mixing import BatchMix, check_mix
+from .data.mixing import BatchMix
 from .distributed import DistContext, Shard, check_same_data_on_every_rank, convert_batchnorms, restarted
 from .models.layers import ConfigNorm, PerConfig
 from .progress import progress_bar
@@ -306,8 +306,7 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
     resume = resume or restarted()
     run_dir.mkdir(parents=True, exist_ok=True)
     strategy = spec.build_strategy()
-    check_mix(cfg.mix, cfg.mix_alpha, distill=getattr(strategy, "distill", False))
-    mix = BatchMix(cfg.mix, cfg.mix_alpha, dataset.num_classes)
+    mix = BatchMix(cfg.mix, cfg.mix_alpha, dataset.num_classes, distill=getattr(strategy, "distill", False))
     meta = {**checkpoint_meta(spec, dataset, task), "strategy": strategy.describe(),
             "world_size": ctx.world, "global_batch_size": cfg.batch_size}
     train_split = SplitTensors(dataset.splits["train"], device)

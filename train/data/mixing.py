@@ -11,20 +11,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
-import torch
-
 if TYPE_CHECKING:
     from ..strategies import ConfigGroup
 
 
-def _mixes() -> dict[str, Callable[..., Callable]]:
-    from torchvision.transforms import v2
-
-    return {"mixup": v2.MixUp, "cutmix": v2.CutMix}
-
+#: ``--mix`` name -> the torchvision ``transforms.v2`` class that mixes (also its name in reports).
+MIX_TRANSFORMS: dict[str, str] = {"mixup": "MixUp", "cutmix": "CutMix"}
 
 #: ``--mix`` choices; ``none`` trains on the groups as drawn.
-MIX_CHOICES: tuple[str, ...] = ("none", "mixup", "cutmix")
+MIX_CHOICES: tuple[str, ...] = ("none", *MIX_TRANSFORMS)
 
 
 def check_mix(kind: str, alpha: float, distill: bool = False) -> None:
@@ -42,11 +37,18 @@ def check_mix(kind: str, alpha: float, distill: bool = False) -> None:
 
 
 class BatchMix:
-    """Mixes each group of a step with ``kind`` (MixUp or CutMix, Beta(``alpha``, ``alpha``) ratios)."""
+    """Mixes each group of a step with ``kind`` (MixUp or CutMix, Beta(``alpha``, ``alpha``) ratios).
 
-    def __init__(self, kind: str, alpha: float, num_classes: int) -> None:
-        check_mix(kind, alpha)
-        self.transform = None if kind == "none" else _mixes()[kind](alpha=alpha, num_classes=num_classes)
+    ``distill``: whether the run's strategy distils in place, which mixing cannot serve (see :func:`check_mix`).
+    """
+
+    def __init__(self, kind: str, alpha: float, num_classes: int, distill: bool = False) -> None:
+        check_mix(kind, alpha, distill)
+        self.transform: Callable | None = None
+        if kind != "none":
+            from torchvision.transforms import v2
+
+            self.transform = getattr(v2, MIX_TRANSFORMS[kind])(alpha=alpha, num_classes=num_classes)
 
     def __call__(self, groups: list["ConfigGroup"]) -> list["ConfigGroup"]:
         if self.transform is None:
