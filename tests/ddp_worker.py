@@ -35,8 +35,9 @@ def small_dataset(path: Path) -> Dataset:
 
 
 def train(data: Path, out: Path, strategy: str, epochs: int, kill: bool = False,
-          ctx: distributed.DistContext | None = None) -> None:
-    torch.set_num_threads(1)
+          ctx: distributed.DistContext | None = None, threads: int = 1) -> None:
+    """``threads``: torch's intra-op threads; another count changes only the kernels' summation order."""
+    torch.set_num_threads(threads)
     dataset = small_dataset(data)
     torch.manual_seed(0)
     # No dropout: its masks come from each rank's own stream, so 2 processes cannot draw one

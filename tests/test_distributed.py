@@ -20,11 +20,23 @@ WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 
 @pytest.fixture(scope="module")
 def tiny_npz(synthetic_dataset, tmp_path_factory):
+    """The synthetic set's labels with uniform-noise pixels.
+
+    Noise, not the shapes, because the shapes train chaotically at float precision: their flat
+    saturated regions give max pooling exact ties, and which tied value wins depends on the
+    convolution kernel's rounding, which changes with the batch shape and thread count (on an
+    Intel Xeon's AVX-512 kernels). One tipped tie moved a gradient by 0.5% in one step, and
+    AdamW carried it: one process at 1 and at 2 threads then differed as much as one and two
+    processes (relative 1.5e-2, max 0.064 in a running variance). Noise pixels have no ties.
+    """
     s = synthetic_dataset.splits
+    rng = np.random.default_rng(0)
+    sizes = {"train": 256, "val": 128, "test": 8}
     path = tmp_path_factory.mktemp("ddp") / "tiny.npz"
     np.savez(path, class_names=np.asarray(synthetic_dataset.class_names),
-             **{f"{k}_images": np.asarray(s[k].images[:n]) for k, n in (("train", 256), ("val", 128), ("test", 8))},
-             **{f"{k}_labels": np.asarray(s[k].labels[:n]) for k, n in (("train", 256), ("val", 128), ("test", 8))})
+             **{f"{k}_images": rng.integers(0, 256, np.asarray(s[k].images[:n]).shape, dtype=np.uint8)
+                for k, n in sizes.items()},
+             **{f"{k}_labels": np.asarray(s[k].labels[:n]) for k, n in sizes.items()})
     return path
 
 
@@ -63,30 +75,41 @@ def test_shards_partition_every_global_batch():
         ["train", "task1", "--seed", "1"]
 
 
-def _max_difference(a: dict, b: dict) -> float:
-    return max(float((a["state_dict"][k].float() - v.float()).abs().max()) for k, v in b["state_dict"].items())
+#: How far two processes may drift beyond one process's own rounding noise (relative L2 of the weights).
+NOISE_MARGIN = 10
+#: Below the smallest relative difference a real error makes: each rank normalising by its own
+#: share's statistics (GlobalBatchNorm2d switched off) gave 7.1e-2 (joint) and 1.5e-2 (sampled),
+#: against one process's noise of 3.1e-5 and 5.8e-7 (Intel Xeon, AVX-512).
+ERROR_SCALE = 5e-3
 
 
-def _one_and_two(tmp_path, tiny_npz, strategy: str, epochs: int, relative_allowed: float | None = None
-                 ) -> tuple[dict, dict]:
+def _one_and_two(tmp_path, tiny_npz, strategy: str, epochs: int) -> tuple[dict, dict]:
+    """One process and two, trained on the same global batches; their weights agree to rounding noise.
+
+    Nothing but the kernels' summation order differs (gradients averaged over ranks, batch-norm
+    statistics summed over ranks), but training carries rounding along and a rounding that tips
+    a near-tie (a ReLU, a max pool) grows, by an amount that depends on the CPU's kernels. So the
+    tolerance comes from this machine: the same one-process run at 2 threads instead of 1 changes
+    the summation order alone, and two processes must stay within NOISE_MARGIN times that.
+    The global batches themselves are checked exactly, without training
+    (test_every_rank_trains_its_share_of_the_one_process_batch).
+    """
     ddp_worker.train(tiny_npz, tmp_path / "one", strategy, epochs=epochs)
+    ddp_worker.train(tiny_npz, tmp_path / "one-2-threads", strategy, epochs=epochs, threads=2)
     _torchrun([str(tiny_npz), str(tmp_path / "two"), strategy, str(epochs)])
-    one, two = (load_checkpoint(tmp_path / name / "last.pt") for name in ("one", "two"))
+    one, floor_run, two = (load_checkpoint(tmp_path / name / "last.pt") for name in ("one", "one-2-threads", "two"))
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert two["global_batch_size"] == one["global_batch_size"] == ddp_worker.BATCH
-    assert two["history"][-1]["views"] == one["history"][-1]["views"]
-    # Tolerance 1e-4 (measured: 3e-7 joint, 4e-6 sampled). Same global batches, crops and
-    # configurations, and batch norm over the global batch; what differs is float summation
-    # order only: gradients averaged over two ranks, and batch-norm statistics summed over
-    # ranks as sums of x and x^2 instead of torch's one-pass kernel (~1e-7 per step, which
-    # AdamW's normalised updates carry along).
-    if relative_allowed is None:
-        worst = _max_difference(one, two)
-        assert worst < 1e-4, worst
-    else:
-        relative = relative_difference(one, two)
-        assert relative < relative_allowed, relative
-    assert abs(two["history"][-1]["val_acc"] - one["history"][-1]["val_acc"]) <= 1 / 128
+    for key in ("views", "train_flops"):  # same configurations drawn, as many views
+        assert two["history"][-1][key] == one["history"][-1][key]
+    floor = relative_difference(one, floor_run)
+    allowed = max(NOISE_MARGIN * floor, 1e-4)
+    assert allowed < ERROR_SCALE, f"rounding noise {floor:.1e} on this machine hides real errors"
+    relative = relative_difference(one, two)
+    assert relative < allowed, f"two processes differ by {relative:.1e}; one process's own noise {floor:.1e}"
+    # The reported loss is the global batch's, as in one process.
+    assert two["history"][-1]["train_loss"] == pytest.approx(one["history"][-1]["train_loss"], rel=1e-3)
+    assert abs(two["history"][-1]["val_acc"] - one["history"][-1]["val_acc"]) <= 2 / 128
     return one, two
 
 
@@ -105,14 +128,7 @@ def test_two_processes_match_one_and_resume_after_a_killed_rank(tmp_path, tiny_n
 @pytest.mark.slow
 def test_sampled_configurations_and_precise_bn_agree_across_ranks(tmp_path, tiny_npz):
     """One configuration per step (same on both ranks), unused batch norms, then precise BN (all-reduced)."""
-    # Compared as one vector (relative L2 < 5e-3), not element by element: with one configuration
-    # per step of 64 images, the runs diverge at a few weights by ~lr after 4 steps on some CPUs
-    # (presumably a rounding difference tipping a near-tie in max pooling or a ReLU, which sends
-    # a gradient element elsewhere; it comes and goes with the training-set size). Measured: relative
-    # 5e-4 (max 4e-3) on an AMD EPYC, max 4e-6 on an Intel Xeon; with each rank normalising by
-    # its own batch statistics instead (GlobalBatchNorm2d switched off), relative 1.8e-2.
-    one, two = _one_and_two(tmp_path, tiny_npz, "sampled", epochs=1, relative_allowed=5e-3)
-    assert two["history"][-1]["train_flops"] == one["history"][-1]["train_flops"]  # same configurations drawn
+    one, two = _one_and_two(tmp_path, tiny_npz, "sampled", epochs=1)
     # Precise BN ran on both: every configuration's running means are the global batches' ones
-    # (measured 1.2e-3; 4.6e-2 with rank-local batch norm).
+    # (measured on the shapes' pixels: 1.2e-3; 4.6e-2 with rank-local batch norm).
     assert relative_difference(one, two, "running_mean") < 1e-2

@@ -180,6 +180,30 @@ def test_allocated_steps_split_across_ranks_into_the_one_process_batch():
         assert all(p.weight == pytest.approx(2 * 7 * len(p.labels) / 126) for p in parts)
 
 
+@pytest.mark.parametrize("strategy", [
+    FixedConfig(ChannelConfig("RG")), SampledConfig(), JointConfigs(), JointConfigs(share_images=True),
+    JointConfigs(configs_per_step=3), JointConfigs(allocation="inverse-sqrt-channels")],
+    ids=["fixed", "sampled", "joint", "shared", "sandwich", "allocated"])
+def test_every_rank_trains_its_share_of_the_one_process_batch(strategy):
+    """What data parallelism promises on any CPU, exactly: at every step, the ranks' groups are
+    the one-process groups' strided shares, same images, configurations, crops and flips."""
+    from train.distributed import Shard
+
+    split = _id_split(n=64)
+    whole = list(strategy.steps(split, 28, torch.Generator().manual_seed(3)))
+    shares = [list(strategy.steps(split, 28, torch.Generator().manual_seed(3), Shard(r, 3))) for r in range(3)]
+    assert all(len(s) == len(whole) for s in shares)
+    for step, groups in enumerate(whole):
+        for i, g in enumerate(groups):
+            parts = [s[step][i] for s in shares]
+            assert all(p.config == g.config and p.global_views == len(g.labels) for p in parts)
+            for r, p in enumerate(parts):
+                assert torch.equal(p.labels, g.labels[r::3])
+                assert torch.equal(p.inputs, g.inputs[r::3])  # the same crop and flip, bit for bit
+            # DDP averages the ranks' mean losses: weighted so, each view counts as in one process.
+            assert all(p.weight / (3 * len(p.labels)) == pytest.approx(g.weight / len(g.labels)) for p in parts)
+
+
 def test_strategy_options_are_checked():
     with pytest.raises(ValueError, match="share their images"):
         JointConfigs(distill=True)

@@ -383,7 +383,9 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
                 optimizer.step()
                 scheduler.step()
                 step_views = sum(len(g.labels) for g in groups)
-                loss_sum += loss.detach().double() * step_views
+                # Each rank's loss is scaled so that the mean over ranks is the global batch's mean
+                # (Shard.weight): its share of the sum is that mean's world-th part of the step's views.
+                loss_sum += loss.detach().double() * (sum(g.global_views for g in groups) / ctx.world)
                 for lg, g in zip(logits, groups):
                     correct += (lg.argmax(1) == g.labels).sum()
                 seen += step_views

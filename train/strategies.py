@@ -52,6 +52,12 @@ class ConfigGroup:
     weight: float = 1.0
     #: Soft targets (``N x classes``) when the recipe mixes images (``--mix``); ``labels`` stay the unmixed ones.
     targets: torch.Tensor | None = None
+    #: Images in the whole group, over all ranks (``None``: this share is the whole group).
+    global_count: int | None = None
+
+    @property
+    def global_views(self) -> int:
+        return len(self.labels) if self.global_count is None else self.global_count
 
     @property
     def loss_targets(self) -> torch.Tensor:
@@ -205,7 +211,8 @@ def _group(split: SplitTensors, idx: torch.Tensor, config: ChannelConfig, genera
         planes, own = _augmented(split, idx, generator, shard, list(config.indices))
     else:
         planes, own = select_channels(shared[0], config.indices), shared[1]
-    return ConfigGroup(normalize(planes, config), split.take_labels(own), config, shard.weight(len(idx)))
+    return ConfigGroup(normalize(planes, config), split.take_labels(own), config, shard.weight(len(idx)),
+                       global_count=len(idx))
 
 
 @dataclass
