@@ -1,3 +1,6 @@
+import copy
+
+import numpy as np
 import pytest
 import torch
 
@@ -177,3 +180,60 @@ def test_a_narrowed_model_comes_back_from_its_checkpoint(kwargs, tmp_path):
     restored = model_from_checkpoint(torch.load(path, weights_only=True)).eval()  # strict load
     x = torch.randn(2, 2, 32, 32)
     torch.testing.assert_close(restored(x, ChannelConfig("RB")), model(x, ChannelConfig("RB")))
+
+
+def _grouped_batch(sizes=(5, 3, 4, 2, 6, 3, 4)):
+    torch.manual_seed(1)
+    return [torch.randn(n, c.num_channels, 16, 16) for n, c in zip(sizes, ALL_CONFIGS)]
+
+
+def test_grouped_forward_equals_one_pass_per_group_forward_and_backward():
+    """One pass of the shared body over all groups: same logits, gradients and per-configuration
+    batch-norm statistics as a pass per group, up to float error."""
+    torch.manual_seed(0)
+    per_group = create_model("adaptive", num_classes=10, **TINY_ADAPTIVE, dropout=0.0).train()
+    grouped = copy.deepcopy(per_group)
+    xs = _grouped_batch()
+    expected = [per_group(x, c) for x, c in zip(xs, ALL_CONFIGS)]
+    got = grouped.forward_groups(xs, ALL_CONFIGS)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    weights = torch.randn(sum(len(x) for x in xs), 10)  # a loss that weighs every logit differently
+    (torch.cat(expected) * weights).sum().backward()
+    (torch.cat(got) * weights).sum().backward()
+    for (name, p), q in zip(per_group.named_parameters(), grouped.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, b), c in zip(per_group.named_buffers(), grouped.buffers()):
+        torch.testing.assert_close(c.float(), b.float(), rtol=1e-5, atol=1e-6, msg=name)
+    # Each configuration's norms saw only its own slice: RGB's running mean moved, from RGB's images alone.
+    body_norm = first_body_norm(grouped)
+    assert not torch.allclose(body_norm.norms[0].running_mean, body_norm.norms[4].running_mean)
+    # The slices are gone afterwards: a plain forward of one configuration works.
+    assert grouped(xs[4], ALL_CONFIGS[4]).shape == (len(xs[4]), 10)
+
+
+def test_grouped_batch_refuses_per_configuration_weights_it_cannot_slice():
+    from train.models.layers import ChannelAdaptiveConv, activate_groups
+
+    with pytest.raises(TypeError, match="ChannelAdaptiveConv .*cannot run a grouped batch"):
+        activate_groups(torch.nn.Sequential(ChannelAdaptiveConv(4)), [(ALL_CONFIGS[0], 2)])
+
+
+def test_joint_steps_run_the_body_once_unless_asked_per_group(monkeypatch):
+    from train.data import SplitTensors
+    from train.data.cache import Split
+    from train.strategies import JointConfigs
+
+    rng = np.random.default_rng(0)
+    split = SplitTensors(Split(rng.integers(0, 256, (70, 16, 16, 3), dtype=np.uint8), np.arange(70) % 10))
+    groups = next(JointConfigs().steps(split, 70, torch.Generator().manual_seed(0)))
+    model = create_model("adaptive", num_classes=10, **TINY_ADAPTIVE).train()
+    calls = []
+    monkeypatch.setattr(model.body, "forward", lambda x: calls.append(len(x)) or torch.zeros(len(x), 10))
+    JointConfigs().loss(model, groups, 0.1)
+    assert calls == [70]
+    calls.clear()
+    JointConfigs(grouped=False).loss(model, groups, 0.1)
+    assert calls == [10] * 7
+    # The default describes itself as before the option existed, so earlier checkpoints resume.
+    assert "grouped" not in JointConfigs().describe() and JointConfigs(grouped=False).describe()["grouped"] is False

@@ -289,6 +289,8 @@ class JointConfigs:
     distill_weight: float = 0.5
     temperature: float = 1.0
     allocation: str = "uniform"
+    #: One pass of the shared body over all groups (the model's ``forward_groups``), instead of one per group.
+    grouped: bool = True
     name: str = "joint"
 
     def __post_init__(self) -> None:
@@ -368,8 +370,8 @@ class JointConfigs:
              loss_fn: LossFn | None = None) -> StepResult:
         criterion = loss_fn or _cross_entropy(label_smoothing)
         if not self.distill:
-            return _mean_loss(model, groups, criterion)
-        logits = [model(g.inputs, g.config) for g in groups]
+            return _mean_loss(model, groups, criterion, self.grouped)
+        logits = group_logits(model, groups, self.grouped)
         teacher = next((lg for lg, g in zip(logits, groups) if g.config.num_channels == 3), None)
         losses = []
         for lg, g in zip(logits, groups):
@@ -384,6 +386,8 @@ class JointConfigs:
         out = {k: v for k, v in asdict(self).items() if not k.startswith("_") and k != "configs"}
         if self.allocation == "uniform":
             del out["allocation"]  # as before the option existed: earlier checkpoints still resume
+        if self.grouped:
+            del out["grouped"]  # the same training up to float error: earlier checkpoints resume grouped
         out["configs"] = [c.name for c in self.configs]
         return {"strategy": self.name, **{k: v for k, v in out.items() if k != "name"}}
 
@@ -395,8 +399,15 @@ def _batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
             yield idx
 
 
-def _mean_loss(model: nn.Module, groups: list[ConfigGroup], criterion: LossFn) -> StepResult:
-    logits = [model(g.inputs, g.config) for g in groups]
+def group_logits(model: nn.Module, groups: list[ConfigGroup], grouped: bool = True) -> list[torch.Tensor]:
+    """Each group's logits: one grouped pass where the model has one (``forward_groups``), else a pass per group."""
+    if grouped and len(groups) > 1 and hasattr(model, "forward_groups"):
+        return model.forward_groups([g.inputs for g in groups], [g.config for g in groups])
+    return [model(g.inputs, g.config) for g in groups]
+
+
+def _mean_loss(model: nn.Module, groups: list[ConfigGroup], criterion: LossFn, grouped: bool = True) -> StepResult:
+    logits = group_logits(model, groups, grouped)
     losses = [criterion(lg, g.loss_targets, g.inputs, g.config) for lg, g in zip(logits, groups)]
     return StepResult(_weighted_mean(losses, groups), groups, logits)
 

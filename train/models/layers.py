@@ -175,9 +175,15 @@ class ConfigNorm(PerConfig):
         super().__init__()
         self.norms = nn.ModuleList(copy.deepcopy(norm) for _ in ALL_CONFIGS)
         self.active = 0
+        #: ``(configuration index, images)`` per slice of a grouped batch (:func:`activate_groups`), or None.
+        self.groups: list[tuple[int, int]] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norms[self.active](x)
+        if self.groups is None:
+            return self.norms[self.active](x)
+        # A grouped batch: each configuration's slice through its own norm and statistics.
+        slices = x.split([n for _, n in self.groups])
+        return torch.cat([self.norms[i](part) for (i, _), part in zip(self.groups, slices)])
 
     def select(self, config: ChannelConfig) -> nn.Module:
         """``config``'s own norm, a plain module of the wrapped type."""
@@ -202,6 +208,22 @@ def activate_config(module: nn.Module, config: ChannelConfig) -> None:
     for m in module.modules():
         if isinstance(m, PerConfig):
             m.active = config.index
+            if isinstance(m, ConfigNorm):
+                m.groups = None
+
+
+def activate_groups(module: nn.Module, groups: list[tuple[ChannelConfig, int]]) -> None:
+    """Prepare ``module`` for one batch that concatenates ``groups`` (configuration, images) in order.
+
+    Only per-configuration norms can tell the slices apart; any other :class:`PerConfig` module
+    inside ``module`` raises ``TypeError`` (it would apply one configuration's weights to all).
+    """
+    slices = [(config.index, n) for config, n in groups]
+    for m in module.modules():
+        if isinstance(m, ConfigNorm):
+            m.groups = slices
+        elif isinstance(m, PerConfig):
+            raise TypeError(f"{type(m).__name__} keeps weights per configuration and cannot run a grouped batch")
 
 
 def select_config(module: nn.Module, config: ChannelConfig) -> nn.Module:
