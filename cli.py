@@ -141,7 +141,7 @@ def train(
                 _fail(str(exc))
         # The same command, once per process, under torchrun (which also does --max-restarts).
         argv = distributed.strip_option(distributed.strip_option(sys.argv[1:], "--nproc"), "--max-restarts")
-        raise typer.Exit(distributed.launch(nproc, [sys.argv[0], *argv], max_restarts))
+        raise typer.Exit(distributed.launch(nproc, [str(Path(__file__).resolve()), *argv], max_restarts))
     out = out or Path("artifacts") / task.value
     ctx = distributed.DistContext()
     try:

@@ -55,7 +55,12 @@ class ProviderPlan:
 
 
 #: The NVIDIA driver's user-space library: without it no CUDA provider can start.
-DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+def driver_library(platform_name: str | None = None) -> str:
+    """The NVIDIA driver's library on ``platform_name`` (``sys.platform`` by default)."""
+    return "nvcuda.dll" if (platform_name or sys.platform) == "win32" else "libcuda.so.1"
+
+
+DRIVER_LIBRARY = driver_library()
 
 # --- one warning per process ------------------------------------------------------------------
 # A provider that failed to start in this process fails again (its libraries do not appear
@@ -407,8 +412,8 @@ def problems(report: dict, torch_cuda: str | None = None) -> list[str]:
         elif keep == "onnxruntime-gpu":
             found.append("this onnxruntime has no CUDA provider: install onnxruntime-gpu")
         return found + _torch_problem(torch_cuda)  # CPU build where it is the default: nothing CUDA to check
-    elif report["libraries"].get("libcuda.so.1", {}).get("error"):
-        found.append("no NVIDIA driver (libcuda.so.1 does not load): this machine has no GPU, or its driver is not "
+    elif report["libraries"].get(driver := driver_library(install["platform"].split()[0]), {}).get("error"):
+        found.append(f"no NVIDIA driver ({driver} does not load): this machine has no GPU, or its driver is not "
                      "installed or not mounted into the container; sessions fall back to CPU")
     elif report["cuda_provider_library"]["error"]:
         found.append(f"the CUDA provider cannot load ({report['cuda_provider_library']['error']}): install the "

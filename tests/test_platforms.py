@@ -102,3 +102,19 @@ def test_doctor_problems_follow_the_platform(monkeypatch):
     assert found("onnxruntime") == []
     monkeypatch.setattr(device, "is_jetson", lambda: True)
     assert any("NVIDIA's onnxruntime build" in p and "--no-deps" in p for p in found("onnxruntime"))
+
+
+@pytest.mark.parametrize("platform_name,driver", [("linux", "libcuda.so.1"), ("win32", "nvcuda.dll")])
+def test_doctor_looks_for_the_driver_library_of_the_platform(monkeypatch, platform_name, driver):
+    """On Windows the driver is nvcuda.dll: a missing libcuda.so.1 there says nothing."""
+    monkeypatch.setattr(device, "is_jetson", lambda: False)
+    monkeypatch.setattr(device.sys, "platform", platform_name)
+    install = device.install_case([("onnxruntime-gpu", "1.31.1")], "onnxruntime-gpu")
+    assert install["platform"].startswith(platform_name)
+    other = "nvcuda.dll" if driver == "libcuda.so.1" else "libcuda.so.1"
+    report = {"duplicate_installs": [], "available_providers": [device.CUDA, device.CPU], "install": install,
+              "cuda_provider_library": {"error": None}, "onnxruntime": {"distributions": []}}
+    missing = {"loads": False, "error": "cannot open shared object file"}
+    found = device.problems({**report, "libraries": {driver: missing}})
+    assert any(f"no NVIDIA driver ({driver} does not load)" in p for p in found)
+    assert not any("NVIDIA driver" in p for p in device.problems({**report, "libraries": {other: missing}}))

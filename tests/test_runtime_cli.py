@@ -333,3 +333,24 @@ def test_evaluate_validates_tensorrt_fp16_against_fp32(run_cli, task1_artifacts,
     refused = run_cli(*args)
     assert refused.exit_code == 2 and "TensorRT fp16 loses" in refused.output
     assert run_cli("evaluate", "--artifacts", task1_artifacts, "--trt-fp16").exit_code == 2  # needs tensorrt
+
+
+def test_console_command_is_the_cli():
+    """`pip install .[train]` gives an `anychannel` command: the same app as `python cli.py`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = Path(sys.executable).parent / "anychannel"
+    assert command.exists(), "the project is not installed (scripts/setup.sh installs it with its console command)"
+    root = Path(__file__).resolve().parent.parent
+    as_command = subprocess.run([str(command), "--help"], capture_output=True, text=True, cwd="/", check=True)
+    as_script = subprocess.run([sys.executable, str(root / "cli.py"), "--help"], capture_output=True, text=True,
+                               check=True)
+    import re
+
+    def commands(text: str) -> list[str]:
+        return re.findall(r"^│ (\w+) ", text.split("Commands")[1], flags=re.M)
+
+    assert "Usage: anychannel " in as_command.stdout
+    assert commands(as_command.stdout) == commands(as_script.stdout) and "train" in commands(as_script.stdout)
