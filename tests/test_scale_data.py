@@ -1,6 +1,8 @@
 """Datasets larger than memory: the memory-mapped cache, pread batches, parallel decoding; the --nproc launcher."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -101,7 +103,8 @@ def test_nproc_runs_the_same_command_under_torchrun(monkeypatch):
                                      "--epochs", "1"])
     result = CliRunner().invoke(cli.app, ["train", "task1", "--nproc", "2", "--max-restarts", "3", "--epochs", "1"])
     assert result.exit_code == 0, result.output
-    assert calls == [(2, ["cli.py", "train", "task1", "--epochs", "1"], 3)]
+    # cli.py by its path, so that the `anychannel` console command relaunches the same app.
+    assert calls == [(2, [str(Path(cli.__file__).resolve()), "train", "task1", "--epochs", "1"], 3)]
     cmd = distributed.torchrun_command(2, ["cli.py", "train"], 3)
     assert cmd[1:3] == ["-m", "torch.distributed.run"] and "--nproc-per-node=2" in cmd and "--max-restarts=3" in cmd
 
