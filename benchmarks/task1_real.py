@@ -2,6 +2,12 @@
 
     python benchmarks/task1_real.py [--epochs 8] [--image-size 32] [--seeds 0,1] [--rows all]
                                     [--train-per-class N] [--lr LR] [--mix mixup|cutmix]
+    python benchmarks/task1_real.py --budgets 8,16,32,64 [--train-per-class 50] [--seeds 0,1]
+
+--budgets trains ours and the naive set at each epoch budget in turn (each budget a full run of
+the one-cycle schedule, kept and resumable as above) and reports the lead against epochs, up to
+the budget where the naive set has converged: the first whose next budget lifts the naive set's
+mean validation accuracy by less than CONVERGED_GAIN.
 
 Every row trains on ../shared/data/tiny-imagenet-50 with the same epochs, recipe and
 augmentation, and reports test accuracy per configuration beside its training compute
@@ -166,7 +172,8 @@ def train_row(row: Row, seed: int, args, dataset=None) -> None:
     run_task1(dataset, [row.model], run_dir(args, row, seed), cfg, resume=True, options=row.options,
               log=lambda line: print(line, flush=True))
     print(f"== {row.key} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-    keep_results_text((run_dir(args, row, seed) / "results.json").read_text(), kept_results(args, row, seed))
+    results = json.loads((run_dir(args, row, seed) / "results.json").read_text())
+    keep_results_text(json.dumps({**results, "machine": machine()}, indent=1), kept_results(args, row, seed))
 
 
 def step_time_file(args) -> Path:
@@ -257,7 +264,7 @@ def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
                             *recipe(args).values())):
                     continue  # a run folder of another budget
                 entry = results["models"][row.model]
-                found.setdefault(row.key, []).append({**entry, "seed": seed})
+                found.setdefault(row.key, []).append({**entry, "seed": seed, "machine": results.get("machine")})
     return found
 
 
@@ -485,6 +492,71 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
     return lines
 
 
+#: The naive set has converged at a budget when doubling it lifts its mean validation accuracy by less than this.
+CONVERGED_GAIN = 0.005
+
+
+def converged_budget(naive_val: dict[int, float]) -> int | None:
+    """The first budget whose next one gains less than :data:`CONVERGED_GAIN` (validation), or None."""
+    budgets = sorted(naive_val)
+    return next((b for b, nxt in zip(budgets, budgets[1:]) if naive_val[nxt] - naive_val[b] < CONVERGED_GAIN), None)
+
+
+def mean_val(entries: list[dict]) -> float:
+    return statistics.mean(statistics.mean(e["configs"][c]["val_acc"] for c in CONFIG_NAMES) for e in entries)
+
+
+def convergence_report(args, budgets: list[int]) -> str:
+    """The lead of ours over the naive set against the epoch budget, from the kept rows of each budget."""
+    per_budget = {}
+    for epochs in budgets:
+        rows = load_rows(replace_epochs(args, epochs), args.seeds)
+        if "ours" in rows and "naive" in rows:
+            seeds = sorted({e["seed"] for e in rows["ours"]} & {e["seed"] for e in rows["naive"]})
+            per_budget[epochs] = {k: [e for e in rows[k] if e["seed"] in seeds] for k in ("ours", "naive")}
+    if not per_budget:
+        return "No budget has both ours and the naive set finished yet."
+    naive_val = {b: mean_val(r["naive"]) for b, r in per_budget.items()}
+    done = converged_budget(naive_val)
+    data = f"{args.train_per_class} training images per class" if args.train_per_class else "all training images"
+    lines = [
+        f"Command: `python benchmarks/task1_real.py --budgets {','.join(map(str, budgets))} --image-size "
+        f"{args.image_size} --seeds {','.join(map(str, args.seeds))}"
+        + (f" --train-per-class {args.train_per_class}" if args.train_per_class else "") + " --workers 2`  ",
+        "Machine: " + "; ".join(sorted({e["machine"] or "not recorded (rows kept before the field)"
+                                        for r in per_budget.values() for e in r["ours"] + r["naive"]})) + "  ",
+        f"Data: tiny-imagenet-50 at {args.image_size} px, {data}; validation and test splits unchanged. Each "
+        "budget is its own full run (one-cycle over that many epochs); both sides get the same data, epochs and recipe.",
+        "",
+        "| epochs | seeds | naive, mean val | naive, mean test | ours, mean test | ours − naive (points) "
+        "| configurations ours ≥ naive | smallest lead | FLOPs ours / naive |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for epochs, r in per_budget.items():
+        ours, naive = r["ours"], r["naive"]
+        leads = {c: acc(ours, c) - acc(naive, c) for c in CONFIG_NAMES}
+        worst = min(leads, key=leads.get)
+        mark = " (naive converged)" if epochs == done else ""
+        lines.append(f"| {epochs}{mark} | {seeds_of(ours)} | {naive_val[epochs]:.3f} | {mean_acc(naive):.3f} | "
+                     f"{mean_acc(ours):.3f} | {100 * (mean_acc(ours) - mean_acc(naive)):+.1f} | "
+                     f"{sum(v >= 0 for v in leads.values())}/7 | {worst} {100 * leads[worst]:+.1f} | "
+                     f"{flops_ratio(ours, naive):.4f}× |")
+    lines.append("")
+    if done is None:
+        lines.append(f"- The naive set has not converged by {max(per_budget)} epochs (each doubling still lifts its "
+                     f"validation accuracy by {100 * CONVERGED_GAIN:.1f} points or more), or a budget is missing.")
+    else:
+        lead = mean_acc(per_budget[done]["ours"]) - mean_acc(per_budget[done]["naive"])
+        lines.append(f"- The naive set converges at {done} epochs (the next budget lifts its mean validation "
+                     f"accuracy by less than {100 * CONVERGED_GAIN:.1f} points). There ours − naive is "
+                     f"{100 * lead:+.1f} points.")
+    return "\n".join(lines)
+
+
+def replace_epochs(args, epochs: int) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "epochs": epochs})
+
+
 def main() -> None:
     parser = real_photo_parser(__doc__, "artifacts/bench/task1-real")
     add_variation_options(parser)
@@ -496,6 +568,9 @@ def main() -> None:
                              "whenever anything else runs (OpenMP threads wait on each other).")
     parser.add_argument("--report-only", action="store_true",
                         help="Rewrite the BENCHMARKS.md section from the finished rows without training.")
+    parser.add_argument("--budgets", default=None, metavar="E1,E2,...",
+                        help="Train naive and ours at each epoch budget in turn, then report the lead against "
+                             "epochs up to where the naive set converges (a section of its own).")
     parser.add_argument("--step-time", action="store_true",
                         help="Only measure seconds per training view of ours and of each naive model, taking "
                              "turns in one process (median of rounds), then rewrite the section.")
@@ -515,6 +590,26 @@ def main() -> None:
         except ValueError as exc:
             parser.error(str(exc))
 
+    if args.budgets:
+        budgets = [int(b) for b in args.budgets.split(",")]
+        if not args.report_only:
+            from train.data import load_dataset
+
+            dataset = load_dataset(training_data(args), args.image_size) if args.workers == 1 else None
+            for epochs in budgets:
+                at = replace_epochs(args, epochs)
+                jobs = [(ROW_BY_KEY[k], s, at) for s in args.seeds for k in ("naive", "ours")
+                        if not kept_results(at, ROW_BY_KEY[k], s).exists()]  # finished rows are kept
+                if args.workers == 1:
+                    for row, seed, a in jobs:
+                        train_row(row, seed, a, dataset)
+                else:
+                    train_in_processes(train_row, jobs, args.workers)
+        body = convergence_report(args, budgets)
+        write_section(f"task1-real-convergence-{args.image_size}px" + (f"-{args.train_per_class}pc"
+                                                                       if args.train_per_class else ""), body)
+        print(body)
+        return
     t0 = time.perf_counter()
     if args.step_time:
         print(json.dumps(measure_step_time(args), indent=1))

@@ -222,3 +222,36 @@ def test_train_subset_and_learning_rate_get_budgets_of_their_own(tmp_path):
     args.mix, args.mix_alpha = "mixup", 0.2
     assert budget_section("task1-real", args, task1_real.MAIN_BUDGET) == "task1-real-8ep-32px-mixup0.2"
     assert task1_real.recipe(argparse.Namespace())["mix"] == "none"
+
+
+def test_convergence_report_finds_where_the_naive_set_stops_improving(tmp_path, monkeypatch):
+    """--budgets: the lead against epochs, with the first budget whose doubling gains under half a point."""
+    import argparse
+
+    from benchmarks import task1_real
+    from benchmarks.task1_real import CONFIG_NAMES as names
+
+    assert task1_real.converged_budget({8: .30, 16: .36, 32: .362, 64: .35}) == 16
+    assert task1_real.converged_budget({8: .30, 16: .36}) is None  # still improving: not converged
+    naive_at = {8: (.30, .29), 16: (.36, .35), 32: (.362, .36)}
+    ours_at = {8: .40, 16: .41, 32: .36}  # at 32 epochs B falls behind
+
+    def rows(args, seeds):
+        val, test = naive_at[args.epochs]
+
+        def entry(seed, test_acc, val_acc, machine):
+            return {"configs": {c: {"test_acc": test_acc(c), "val_acc": val_acc} for c in names}, "seed": seed,
+                    "train_flops": 1e14, "machine": machine}
+        return {"naive": [entry(s, lambda c: test, val, "box A") for s in seeds],
+                "ours": [entry(s, lambda c: ours_at[args.epochs] - (.02 if c == "B" and args.epochs == 32 else 0),
+                               0.0, None) for s in seeds]}
+
+    monkeypatch.setattr(task1_real, "load_rows", rows)
+    args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], out=tmp_path, train_per_class=50)
+    text = task1_real.convergence_report(args, [8, 16, 32])
+    assert "--budgets 8,16,32 --image-size 32 --seeds 0,1 --train-per-class 50" in text
+    assert "Machine: box A; not recorded" in text
+    assert "| 8 | 0,1 | 0.300 | 0.290 | 0.400 | +11.0 | 7/7 | RGB +11.0 | 1.0000× |" in text
+    assert "| 16 (naive converged) | 0,1 | 0.360 | 0.350 | 0.410 | +6.0 | 7/7 |" in text
+    assert "| 32 | 0,1 | 0.362 | 0.360 | 0.357 | -0.3 | 6/7 | B -2.0 |" in text
+    assert "The naive set converges at 16 epochs" in text and "ours − naive is +6.0 points" in text
