@@ -37,7 +37,8 @@ from benchmarks.common import (add_variation_options, budget_name, budget_sectio
                                real_photo_parser, spread, train_in_processes, train_subset,
                                write_section)
 from runtime.channels import CONFIG_NAMES, ChannelConfig, configs_with  # noqa: E402
-from train.engine import TrainConfig, saved_recipe  # noqa: E402
+from train.checkpoint import saved_recipe  # noqa: E402
+from train.engine import TrainConfig  # noqa: E402
 from train.data.mixing import MIX_TRANSFORMS, check_mix  # noqa: E402
 from train.task1 import Task1Options  # noqa: E402
 

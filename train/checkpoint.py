@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from runtime.errors import AnyChannelError
+
+from .config import TrainConfig
+
+if TYPE_CHECKING:
+    from .data import Dataset
 
 #: Bumped when a checkpoint's layout or a model's parameters change incompatibly.
 CHECKPOINT_FORMAT = 2  # 2: the adaptive model's body is a choice (plain by default)
@@ -63,3 +69,56 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     except (KeyError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"checkpoint does not match model {ckpt.get('model')!r}: {exc}") from None
     return model.eval()
+
+
+# --- compatibility: which checkpoint a run may resume from -----------------------------------
+
+
+def data_meta(dataset: "Dataset") -> dict[str, Any]:
+    """The data a checkpoint was trained on: its set's name, image size and content fingerprint."""
+    return {"image_size": dataset.image_size, "dataset": dataset.name, "data_fingerprint": dataset.fingerprint}
+
+
+def saved_recipe(saved: dict[str, Any]) -> dict[str, Any]:
+    """A recipe written by an earlier run (a checkpoint's or results.json's ``train_config``), with
+    the options added since it was written at their defaults."""
+    return {**asdict(TrainConfig()), **saved}
+
+
+#: What identifies the data a checkpoint was trained on: its decoded content and image size
+#: (not the folder's name, so moved or renamed data still resumes).
+_DATA_KEYS = ("image_size", "data_fingerprint")
+
+
+def _describe_data(meta: dict[str, Any]) -> str:
+    return f"{meta.get('dataset')} at {meta.get('image_size')} px, fingerprint {str(meta.get('data_fingerprint'))[:12]}"
+
+
+def check_same_data(meta: dict[str, Any], dataset: "Dataset", what: str) -> None:
+    """Refuse ``meta`` (a checkpoint's) made from other data than ``dataset``: another image size or content."""
+    wanted = data_meta(dataset)
+    if any(meta.get(k) != wanted[k] for k in _DATA_KEYS):
+        raise CheckpointError(f"{what} was trained on other data ({_describe_data(meta)}), not "
+                              f"{_describe_data(wanted)}; use the same data and --image-size, or a fresh --out")
+
+
+def check_resumable(state: dict[str, Any], path: Path, cfg: TrainConfig, meta: dict[str, Any],
+                    dataset: "Dataset") -> None:
+    """Refuse to resume ``state`` (``path``'s) into a run of recipe ``cfg`` described by ``meta``
+    (``engine.checkpoint_meta`` plus ``strategy``): another recipe, strategy, network, starting
+    weights or data would continue a different training under this run's name."""
+    if (saved_recipe(state["train_config"]) != asdict(cfg) or state["model"] != meta["model"]
+            or state.get("strategy") != meta["strategy"]):
+        raise CheckpointError(
+            f"{path} was written with different settings ({state['train_config']}, "
+            f"{state.get('strategy')}), not ({asdict(cfg)}, {meta['strategy']}); resume with the "
+            "same options or use a fresh --out"
+        )
+    # Another network (--backbone, --body) or other starting weights (--init, --pretrained).
+    if state.get("model_kwargs") != meta["model_kwargs"] or state.get("init") != meta["init"]:
+        raise CheckpointError(
+            f"{path} was written for model options {state.get('model_kwargs')} starting from "
+            f"{state.get('init') or 'random weights'}, not {meta['model_kwargs']} from "
+            f"{meta['init'] or 'random weights'}; resume with the same options or use a fresh --out"
+        )
+    check_same_data(state, dataset, str(path))

@@ -12,33 +12,14 @@ import torch.nn.functional as F
 
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_atomic
+from .checkpoint import CHECKPOINT_FORMAT, check_resumable, data_meta, load_checkpoint, save_atomic
+from .config import TrainConfig
 from .data import Dataset, SplitTensors
 from .data.mixing import BatchMix
 from .distributed import DistContext, Shard, check_same_data_on_every_rank, convert_batchnorms, restarted
 from .models.layers import ConfigNorm, PerConfig
 from .progress import progress_bar
 from .strategies import FixedConfig, LossFn, TrainingStrategy, build_strategy, sample_config  # noqa: F401 (re-exported)
-
-
-@dataclass
-class TrainConfig:
-    """The recipe: AdamW, one-cycle schedule, label smoothing, crop-and-flip augmentation."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    seed: int = 0
-    device: str = "cpu"
-    #: Convolutions in NHWC layout: 1.1-1.8x faster training on this project's 2-core CPU (oneDNN), quick check.
-    channels_last: bool = True
-    #: bfloat16 autocast on CUDA (ignored on the CPU): tensor cores, half the activation memory.
-    amp: bool = True
-    #: Batch mixing for every model (``train.data.mixing``): none, mixup or cutmix, ratios from Beta(alpha, alpha).
-    mix: str = "none"
-    mix_alpha: float = 1.0
 
 
 @dataclass
@@ -156,11 +137,6 @@ def checkpoint_meta(spec: RunSpec, dataset: Dataset, task: str) -> dict[str, Any
     }
 
 
-def data_meta(dataset: Dataset) -> dict[str, Any]:
-    """The data a checkpoint was trained on: its set's name, image size and content fingerprint."""
-    return {"image_size": dataset.image_size, "dataset": dataset.name, "data_fingerprint": dataset.fingerprint}
-
-
 def to_channels_last(model: nn.Module) -> nn.Module:
     """Keep the model's 4-D weights in NHWC, as oneDNN's fastest CPU convolutions want them."""
     for p in model.parameters():
@@ -256,32 +232,64 @@ def _no_buffer_sync() -> dict[str, bool]:
     return {name: False}
 
 
-def saved_recipe(saved: dict[str, Any]) -> dict[str, Any]:
-    """A recipe written by an earlier run (a checkpoint's or results.json's ``train_config``), with
-    the options added since it was written at their defaults."""
-    return {**asdict(TrainConfig()), **saved}
+@dataclass
+class EpochTotals:
+    """What one rank trained in an epoch, summed over its steps (reduced over ranks by ``fit``)."""
+
+    #: Sum over steps of the global batch's mean loss times its views, this rank's share of it.
+    loss_sum: float
+    correct: int
+    seen: int
+    views: dict[str, int]
 
 
-def _settings_match(saved: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Whether a checkpoint's recipe is ``cfg``'s."""
-    return saved_recipe(saved) == asdict(cfg)
+def train_one_epoch(step_module: nn.Module, strategy: TrainingStrategy, split: SplitTensors, cfg: TrainConfig,
+                    generator: torch.Generator, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, ctx: DistContext, mix: BatchMix,
+                    loss_fn: LossFn | None = None, advance: Callable[[], None] = lambda: None) -> EpochTotals:
+    """One pass of ``strategy``'s steps over ``split``: forward, backward, optimizer and schedule steps."""
+    device = ctx.device
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    # Sums stay on the device: reading them every step would stall a GPU.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    views: dict[str, int] = {}
+    for groups in strategy.steps(split, cfg.batch_size, generator, ctx.shard):
+        for g in groups:
+            g.inputs = g.inputs.to(device, non_blocking=True)
+            g.labels = g.labels.to(device, non_blocking=True)
+            views[g.config.name] = views.get(g.config.name, 0) + len(g.labels)
+        groups = mix(groups)  # on the device; draws from the global generator, as dropout does
+        for g in groups:
+            g.inputs = g.inputs.contiguous(memory_format=memory_format)
+        with autocast:
+            loss, logits = step_module(groups, cfg.label_smoothing, loss_fn)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        # Each rank's loss is scaled so that the mean over ranks is the global batch's mean
+        # (Shard.weight): its share of the sum is that mean's world-th part of the step's views.
+        loss_sum += loss.detach().double() * (sum(g.global_views for g in groups) / ctx.world)
+        for lg, g in zip(logits, groups):
+            correct += (lg.argmax(1) == g.labels).sum()
+        seen += sum(len(g.labels) for g in groups)
+        advance()
+    return EpochTotals(float(loss_sum), int(correct), seen, views)
 
 
-#: What identifies the data a checkpoint was trained on: its decoded content and image size
-#: (not the folder's name, so moved or renamed data still resumes).
-_DATA_KEYS = ("image_size", "data_fingerprint")
-
-
-def _describe_data(meta: dict[str, Any]) -> str:
-    return f"{meta.get('dataset')} at {meta.get('image_size')} px, fingerprint {str(meta.get('data_fingerprint'))[:12]}"
-
-
-def check_same_data(meta: dict[str, Any], dataset: Dataset, what: str) -> None:
-    """Refuse ``meta`` (a checkpoint's) made from other data than ``dataset``: another image size or content."""
-    wanted = data_meta(dataset)
-    if any(meta.get(k) != wanted[k] for k in _DATA_KEYS):
-        raise CheckpointError(f"{what} was trained on other data ({_describe_data(meta)}), not "
-                              f"{_describe_data(wanted)}; use the same data and --image-size, or a fresh --out")
+def _resume(state_path: Path, task: str, cfg: TrainConfig, meta: dict[str, Any], dataset: Dataset,
+            model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+    """Load ``state_path`` into the model, optimizer and schedule, after checking it is this run's."""
+    state = load_checkpoint(state_path, task)
+    check_resumable(state, state_path, cfg, meta, dataset)
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state
 
 
 def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: TrainConfig, task: str,
@@ -325,36 +333,14 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
     history: list[dict[str, float]] = []
     best_val, start_epoch, elapsed = -1.0, 0, 0.0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-
     if resume and last_path.exists():
-        state = load_checkpoint(last_path, task)
-        if (not _settings_match(state["train_config"], cfg) or state["model"] != spec.model
-                or state.get("strategy") != strategy.describe()):
-            raise CheckpointError(
-                f"{last_path} was written with different settings ({state['train_config']}, "
-                f"{state.get('strategy')}), not ({asdict(cfg)}, {strategy.describe()}); resume with the "
-                "same options or use a fresh --out"
-            )
-        # Another network (--backbone, --body) or other starting weights (--init, --pretrained).
-        if state.get("model_kwargs") != dict(spec.model_kwargs) or state.get("init") != spec.init:
-            raise CheckpointError(
-                f"{last_path} was written for model options {state.get('model_kwargs')} starting from "
-                f"{state.get('init') or 'random weights'}, not {dict(spec.model_kwargs)} from "
-                f"{spec.init or 'random weights'}; resume with the same options or use a fresh --out"
-            )
-        # Other data would silently continue a model trained on something else (and label it
-        # with this run's budget).
-        check_same_data(state, dataset, str(last_path))
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        state = _resume(last_path, task, cfg, meta, dataset, model, optimizer, scheduler)
         history, best_val, start_epoch = state["history"], state["best_val"], state["epoch"]
         elapsed = state["train_seconds"]
         say(f"[{spec.run_name}] resuming after epoch {start_epoch}/{cfg.epochs}")
 
     step_module = _wrap_for_ranks(model, spec, strategy, ctx)  # after loading: DDP starts from these weights
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+    names = [c.name for c in spec.configs]
     for epoch in range(start_epoch, cfg.epochs):
         seed = _epoch_seed(cfg.seed, epoch)
         # Dropout: each rank its own stream (equal streams would drop the same units on every rank).
@@ -362,38 +348,12 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
         generator = torch.Generator().manual_seed(seed)  # order, augmentation, channel sampling
         model.train()
         t0 = time.perf_counter()
-        # Sums stay on the device: reading them every step would stall a GPU.
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
-        views: dict[str, int] = {}
         with progress_bar(f"{spec.run_name} epoch {epoch + 1}/{cfg.epochs}", steps, enabled=ctx.is_main) as advance:
-            for groups in strategy.steps(train_split, cfg.batch_size, generator, ctx.shard):
-                for g in groups:
-                    g.inputs = g.inputs.to(device, non_blocking=True)
-                    g.labels = g.labels.to(device, non_blocking=True)
-                    views[g.config.name] = views.get(g.config.name, 0) + len(g.labels)
-                groups = mix(groups)  # on the device; draws from the global generator seeded above, as dropout does
-                for g in groups:
-                    g.inputs = g.inputs.contiguous(memory_format=memory_format)
-                with autocast:
-                    loss, logits = step_module(groups, cfg.label_smoothing, loss_fn)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                step_views = sum(len(g.labels) for g in groups)
-                # Each rank's loss is scaled so that the mean over ranks is the global batch's mean
-                # (Shard.weight): its share of the sum is that mean's world-th part of the step's views.
-                loss_sum += loss.detach().double() * (sum(g.global_views for g in groups) / ctx.world)
-                for lg, g in zip(logits, groups):
-                    correct += (lg.argmax(1) == g.labels).sum()
-                seen += step_views
-                advance()
-        names = [c.name for c in spec.configs]
-        totals = ctx.all_sum([float(loss_sum), int(correct), seen, *(views.get(n, 0) for n in names)])
-        loss_total, correct_total, seen = totals[0], int(totals[1]), int(totals[2])
-        views = {n: int(v) for n, v in zip(names, totals[3:]) if v}
+            totals = train_one_epoch(step_module, strategy, train_split, cfg, generator, optimizer, scheduler, ctx,
+                                     mix, loss_fn, advance)
+        summed = ctx.all_sum([totals.loss_sum, totals.correct, totals.seen, *(totals.views.get(n, 0) for n in names)])
+        loss_total, correct_total, seen = summed[0], int(summed[1]), int(summed[2])
+        views = {n: int(v) for n, v in zip(names, summed[3:]) if v}
         epoch_flops = sum(n * flops[name]["train"] for name, n in views.items())
         if len(spec.configs) > 1 and strategy.precise_bn:
             recalibrated = recalibrate_config_norms(model, train_split, spec.configs, generator, device=device,

@@ -11,7 +11,8 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import Dataset, SplitTensors
 from .distill import distillation_loss_fn
 from .distributed import DistContext
-from .engine import RunSpec, TrainConfig, check_same_data, evaluate, resolve_device
+from .checkpoint import check_same_data
+from .engine import RunSpec, TrainConfig, evaluate, resolve_device
 from .models.shallow import count_weight_layers
 from .report import write_reports
 from .task1 import run_task

@@ -1,0 +1,24 @@
+"""The training recipe, shared by the loop (``engine``) and the checkpoints that record it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    """The recipe: AdamW, one-cycle schedule, label smoothing, crop-and-flip augmentation."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    #: Convolutions in NHWC layout: 1.1-1.8x faster training on this project's 2-core CPU (oneDNN), quick check.
+    channels_last: bool = True
+    #: bfloat16 autocast on CUDA (ignored on the CPU): tensor cores, half the activation memory.
+    amp: bool = True
+    #: Batch mixing for every model (``train.data.mixing``): none, mixup or cutmix, ratios from Beta(alpha, alpha).
+    mix: str = "none"
+    mix_alpha: float = 1.0
