@@ -6,8 +6,7 @@ import torch
 
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 from train.models import create_model, list_models
-from train.models.layers import (ChannelAdaptiveStem, DynamicConv2d, dynamic_conv_aggregated, dynamic_conv_sum,
-                                 dynamic_conv_stacked_input, dynamic_conv_unfold)
+from train.models.layers import ChannelAdaptiveStem, DynamicConv2d, dynamic_conv
 
 from conftest import TINY_ADAPTIVE, first_body_norm
 
@@ -18,18 +17,18 @@ def test_sum_form_equals_aggregated_kernel_definition(stride, padding):
     x = torch.randn(5, 6, 9, 9)
     attention = torch.softmax(torch.randn(5, 4), dim=1)
     weight, bias = torch.randn(4, 7, 6, 3, 3), torch.randn(4, 7)
-    expected = dynamic_conv_aggregated(x, attention, weight, bias, stride, padding)
+    expected = dynamic_conv(x, attention, weight, bias, stride, padding, form="aggregated")
     # The definition, written out per sample: one kernel sum_k a_k W_k for each image.
     for i in range(5):
         w = (attention[i].view(4, 1, 1, 1, 1) * weight).sum(0)
         b = attention[i] @ bias
         ref = torch.nn.functional.conv2d(x[i : i + 1], w, b, stride=stride, padding=padding)
         torch.testing.assert_close(expected[i : i + 1], ref, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(dynamic_conv_sum(x, attention, weight, bias, stride, padding), expected,
-                               rtol=1e-5, atol=1e-5)
-    for form in (dynamic_conv_unfold, dynamic_conv_stacked_input):
-        torch.testing.assert_close(form(x, attention, weight, bias, stride, padding), expected,
+    for form in ("sum", "unfold", "stacked"):
+        torch.testing.assert_close(dynamic_conv(x, attention, weight, bias, stride, padding, form=form), expected,
                                    rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown dynamic convolution form 'nope'; choose from sum, aggregated"):
+        dynamic_conv(x, attention, weight, form="nope")
 
 
 def test_unfold_form_trains_channels_last_with_the_reference_gradients():
@@ -40,11 +39,11 @@ def test_unfold_form_trains_channels_last_with_the_reference_gradients():
     attention = torch.softmax(torch.randn(4, 4), dim=1).requires_grad_()
     weight = torch.randn(4, 8, 2, 3, 3, requires_grad=True)
     bias = torch.randn(4, 8, requires_grad=True)
-    y = dynamic_conv_unfold(x, attention, weight, bias, 1, 1)
+    y = dynamic_conv(x, attention, weight, bias, 1, 1, form="unfold")
     assert y.is_contiguous(memory_format=torch.channels_last)
     upstream = torch.randn_like(y)
     grads = torch.autograd.grad((y * upstream).sum(), (weight, bias, attention))
-    ref = dynamic_conv_sum(x, attention, weight, bias, 1, 1)
+    ref = dynamic_conv(x, attention, weight, bias, 1, 1)
     ref_grads = torch.autograd.grad((ref * upstream).sum(), (weight, bias, attention))
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
     for g, r in zip(grads, ref_grads):

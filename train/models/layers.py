@@ -31,51 +31,65 @@ class KernelAttention(nn.Module):
         return torch.softmax(z / self.temperature, dim=1)
 
 
-def dynamic_conv_sum(
-    x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-    stride: int, padding: int,
+def dynamic_conv(
+    x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+    stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1,
+    form: str = "sum",
 ) -> torch.Tensor:
-    """``sum_k a_k * conv(x, W_k)``: one convolution with the K kernels stacked on the output axis.
+    """Dynamic convolution: ``sum_k a_k * conv(x, W_k)``, ``a`` the per-sample attention (``B x K``) and
+    ``weight`` the K kernels (``K x O x I x kh x kw``), ``bias`` ``K x O``.
 
-    Exact, because convolution is linear in its weights, and it keeps a dynamic batch in
-    ONNX (no batch-sized ``group``). ``weight`` is ``K x O x I x kh x kw``.
+    Every form is exact (convolution is linear in its weights); they differ in cost and in what
+    they export to:
+
+    - ``sum``: one convolution with the K kernels stacked on the output axis, then the weighted
+      sum; keeps a dynamic batch in ONNX.
+    - ``aggregated``: the textbook definition, a per-sample kernel ``sum_k a_k W_k`` with the batch
+      folded into groups (what the course used).
+    - ``unfold``: the aggregated kernel as im2col and one batched matmul; for few input channels
+      (a stem) several times faster to train on a CPU, as no gradient flows through the unfolded
+      input. Its output is channels-last, as the body behind the stem runs. Not exported.
+    - ``stacked``: one convolution over the K scaled copies of the input
+      (:func:`conv_stacked`); for a stem it avoids ``sum``'s K-times-wider intermediate, and it is
+      the form exported graphs use.
     """
+    if form not in DYNAMIC_CONV_FORMS:
+        raise ValueError(f"unknown dynamic convolution form {form!r}; choose from {', '.join(DYNAMIC_CONV_FORMS)}")
+    return DYNAMIC_CONV_FORMS[form](x, attention, weight, bias, _pair(stride), _pair(padding), _pair(dilation))
+
+
+Pair = tuple[int, int]
+
+
+def _sum_form(x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+              stride: Pair, padding: Pair, dilation: Pair) -> torch.Tensor:
     k, out_ch = weight.shape[:2]
-    y = F.conv2d(x, weight.reshape(k * out_ch, *weight.shape[2:]),
-                 None if bias is None else bias.reshape(-1), stride=stride, padding=padding)
+    y = F.conv2d(x, weight.reshape(k * out_ch, *weight.shape[2:]), None if bias is None else bias.reshape(-1),
+                 stride=stride, padding=padding, dilation=dilation)
     y = y.view(y.shape[0], k, out_ch, y.shape[2], y.shape[3])
     return (y * attention[:, :, None, None, None]).sum(dim=1)
 
 
-def dynamic_conv_aggregated(
-    x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-    stride: int, padding: int,
-) -> torch.Tensor:
-    """The textbook definition: per-sample kernel ``sum_k a_k W_k``, batch folded into groups."""
+def _aggregated_form(x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     stride: Pair, padding: Pair, dilation: Pair) -> torch.Tensor:
     b = x.shape[0]
     k, out_ch, in_ch, kh, kw = weight.shape
     w = torch.einsum("bk,koihw->boihw", attention, weight).reshape(b * out_ch, in_ch, kh, kw)
     bb = None if bias is None else (attention @ bias).reshape(-1)
-    y = F.conv2d(x.reshape(1, b * in_ch, *x.shape[2:]), w, bb, stride=stride, padding=padding, groups=b)
+    y = F.conv2d(x.reshape(1, b * in_ch, *x.shape[2:]), w, bb, stride=stride, padding=padding, dilation=dilation,
+                 groups=b)
     return y.view(b, out_ch, y.shape[2], y.shape[3])
 
 
-def dynamic_conv_unfold(
-    x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-    stride: int | tuple[int, int], padding: int | tuple[int, int], dilation: int | tuple[int, int] = 1,
-) -> torch.Tensor:
-    """The aggregated-kernel definition as im2col and one batched matmul: exact, and for few
-    input channels (a stem) several times faster to train on a CPU than the other forms,
-    since no gradient flows through the unfolded input. Not used in exported graphs.
-
-    The output is channels-last (a permuted view of ``B x (H*W) x O``), as the body behind the
-    stem runs: an NCHW output ran the stem's norm, activation and first pool in NCHW and made the
-    first body convolution convert its input, forward and backward (a quarter of a training step).
-    """
+def _unfold_form(x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 stride: Pair, padding: Pair, dilation: Pair) -> torch.Tensor:
+    # An NCHW output ran the stem's norm, activation and first pool in NCHW and made the first body
+    # convolution convert its input, forward and backward (a quarter of a training step): so a
+    # permuted view of B x (H*W) x O, channels-last.
     b, _, h, w = x.shape
     k, out_ch, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
-    cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))  # B x (I*kh*kw) x L
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # B x (I*kh*kw) x L
     kernels = (attention @ weight.reshape(k, -1)).view(b, out_ch, -1)
     y = torch.bmm(cols.transpose(1, 2), kernels.transpose(1, 2))  # B x L x O
     if bias is not None:
@@ -84,23 +98,22 @@ def dynamic_conv_unfold(
     return y.view(b, out_h, out_w, out_ch).permute(0, 3, 1, 2)
 
 
-def dynamic_conv_stacked_input(
-    x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-    stride: int, padding: int,
-) -> torch.Tensor:
-    """``sum_k conv(a_k x, W_k)`` as one convolution over the K scaled copies of the input.
+def _stacked_form(x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  stride: Pair, padding: Pair, dilation: Pair) -> torch.Tensor:
+    return conv_stacked(x, attention, stack_kernels(weight), bias, stride, padding, dilation)
 
-    Exact, exports with a dynamic batch, and for a stem (few input channels, many output
-    channels) it avoids the K-times-wider intermediate of :func:`dynamic_conv_sum`: this is
-    the form exported graphs use.
-    """
-    return conv_stacked(x, attention, stack_kernels(weight), bias, stride, padding)
 
+#: Form name -> implementation, for :func:`dynamic_conv`.
+DYNAMIC_CONV_FORMS = {"sum": _sum_form, "aggregated": _aggregated_form, "unfold": _unfold_form,
+                      "stacked": _stacked_form}
+
+
+# The exported form, in one place: ResolvedConv holds stack_kernels' weight and runs conv_stacked.
 
 def conv_stacked(x: torch.Tensor, attention: torch.Tensor, stacked_weight: torch.Tensor, bias: torch.Tensor | None,
                  stride: int | tuple[int, int], padding: int | tuple[int, int],
                  dilation: int | tuple[int, int] = 1) -> torch.Tensor:
-    """:func:`dynamic_conv_stacked_input` with the kernels already stacked (:func:`stack_kernels`)."""
+    """The ``stacked`` form with the kernels already stacked (:func:`stack_kernels`)."""
     y = F.conv2d(stack_scaled_input(x, attention), stacked_weight, None, stride=stride, padding=padding,
                  dilation=dilation)
     return y if bias is None else y + (attention @ bias)[:, :, None, None]
@@ -115,10 +128,6 @@ def stack_kernels(weight: torch.Tensor) -> torch.Tensor:
     """``K x O x C x kh x kw`` to ``O x (K*C) x kh x kw``, matching :func:`stack_scaled_input`."""
     k, out_ch, in_ch = weight.shape[:3]
     return weight.transpose(0, 1).reshape(out_ch, k * in_ch, *weight.shape[3:])
-
-
-DYNAMIC_CONV_FORMS = {"sum": dynamic_conv_sum, "aggregated": dynamic_conv_aggregated, "unfold": dynamic_conv_unfold,
-                      "stacked": dynamic_conv_stacked_input}
 
 
 class DynamicConv2d(nn.Module):
@@ -141,7 +150,7 @@ class DynamicConv2d(nn.Module):
         self.form = form
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return DYNAMIC_CONV_FORMS[self.form](x, self.attention(x), self.weight, self.bias, self.stride, self.padding)
+        return dynamic_conv(x, self.attention(x), self.weight, self.bias, self.stride, self.padding, form=self.form)
 
 
 class PerConfig(nn.Module):
@@ -298,13 +307,11 @@ class ChannelAdaptiveConv(PerConfig):
         if x.shape[1] != config.num_channels:
             raise ValueError(f"{config} input needs {config.num_channels} channels, got {x.shape[1]}")
         attn = self.attention(self._attention_input(x, config), self.config_bias[config.index])
-        if self.training:  # the im2col form: the fastest to train here
-            return dynamic_conv_unfold(x, attn, self._weight_for(config), self.bias, self.stride, self.padding,
-                                       self.dilation)
-        # The form the resolved, exported stem computes: the same rounding, which a deep backbone would
-        # otherwise amplify into logit differences beyond the export's parity tolerance.
-        return conv_stacked(x, attn, stack_kernels(self._weight_for(config)), self.bias, self.stride, self.padding,
-                            self.dilation)
+        # Training: the im2col form, the fastest to train here. Evaluation: the form the resolved,
+        # exported stem computes, so the same rounding, which a deep backbone would otherwise amplify
+        # into logit differences beyond the export's parity tolerance.
+        return dynamic_conv(x, attn, self._weight_for(config), self.bias, self.stride, self.padding, self.dilation,
+                            form="unfold" if self.training else "stacked")
 
     def resolve(self, config: ChannelConfig) -> "ResolvedConv":
         return ResolvedConv(self, config)
@@ -335,18 +342,15 @@ class ResolvedConv(nn.Module):
             # Stacked once here, so the graph holds a plain convolution weight.
             self.weight = nn.Parameter(stack_kernels(conv._weight_for(config)).clone())
             self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
-            # Attention sees only present planes: keep fc1's columns for them, fold the bias in.
-            fc1 = nn.Linear(config.num_channels, conv.attention.fc1.out_features)
-            fc1.weight.copy_(conv.attention.fc1.weight[:, list(config.indices)])
-            fc1.bias.copy_(conv.attention.fc1.bias)
-            fc2 = nn.Linear(conv.attention.fc2.in_features, conv.attention.fc2.out_features)
-            fc2.weight.copy_(conv.attention.fc2.weight)
-            fc2.bias.copy_(conv.attention.fc2.bias + conv.config_bias[config.index])
-        self.fc1, self.fc2, self.temperature = fc1, fc2, conv.attention.temperature
+            # Attention sees only present planes: keep fc1's columns for them, fold the configuration's bias in.
+            self.attention = copy.deepcopy(conv.attention)
+            self.attention.fc1 = nn.Linear(config.num_channels, conv.attention.fc1.out_features)
+            self.attention.fc1.weight.copy_(conv.attention.fc1.weight[:, list(config.indices)])
+            self.attention.fc1.bias.copy_(conv.attention.fc1.bias)
+            self.attention.fc2.bias.add_(conv.config_bias[config.index])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        attn = torch.softmax(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))) / self.temperature, dim=1)
-        return conv_stacked(x, attn, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        return conv_stacked(x, self.attention(x), self.weight, self.bias, self.stride, self.padding, self.dilation)
 
 
 class ResolvedStem(ResolvedConv):
