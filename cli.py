@@ -310,9 +310,14 @@ def export_graphs(
     lower: bool = typer.Option(False, "--lower", help="Write convolutions with output maps of at most 4 pixels "
                                                       "as a gather and one matmul: same results, faster in "
                                                       "batches on CPU, can be slower at batch 1."),
+    web: Optional[Path] = typer.Option(None, "--web", help="Also write a static browser bundle (page, graphs, "
+                                                           "onnxruntime-web) to this folder; an up-to-date export "
+                                                           "in --out is bundled as it is. With --int8 it holds the "
+                                                           "int8 graphs too. See docs/web.md."),
 ) -> None:
     """Export one verified ONNX graph per channel configuration and update manifest.json."""
     from export import export_task
+    from export import web as web_bundle
     from runtime.errors import AnyChannelError
 
     shown: list[str] = []
@@ -328,15 +333,24 @@ def export_graphs(
                        f"{100 * q['accuracy']['change']:+.2f} pt ({q['accuracy']['validated_on']}) | - |")
 
     try:
-        result = export_task(task.value, channels, model, checkpoint, out, opset, images, int8=int8, fp16=fp16,
-                             data=data, max_drop=max_drop, lower=lower, on_graph=row)
+        reused = web and web_bundle.up_to_date_export(task.value, channels, model, checkpoint, out, int8)
+        if reused:
+            typer.echo(f"bundling the existing export in {reused} (no checkpoint is newer; --checkpoint exports again)")
+        else:
+            result = export_task(task.value, channels, model, checkpoint, out, opset, images, int8=int8, fp16=fp16,
+                                 data=data, max_drop=max_drop, lower=lower, on_graph=row)
+            typer.echo(f"{len(result.records)} graph(s) in {result.out_dir}; manifest {result.manifest}")
+        if web:
+            bundle = web_bundle.build_web_bundle(reused or result.out_dir, web, channels=channels, int8=int8)
+            typer.echo(f"web bundle in {bundle.path}: {len(bundle.graphs)} graph(s), {len(bundle.files)} files, "
+                       f"{bundle.size / 2**20:.1f} MiB; serve it with `python -m http.server -d {bundle.path}` and "
+                       "open http://localhost:8000/ (#selftest checks it against the Python runtime)")
     except KeyboardInterrupt:
         typer.echo("\ninterrupted: graphs already listed are installed; no partial graph was written", err=True)
         raise typer.Exit(code=130)
     except AnyChannelError as exc:
         # Some messages quote torch's multi-line ones (state_dict mismatches); the first line says it.
         _fail(str(exc).strip().splitlines()[0].rstrip(":"))
-    typer.echo(f"{len(result.records)} graph(s) in {result.out_dir}; manifest {result.manifest}")
 
 
 # --- runtime commands: predict, evaluate, bench, doctor (torch only where stated) ---------------
