@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from train.distributed import DistContext
     from train.task1 import Task1Options
 
@@ -617,26 +619,13 @@ def bench(
                        f"{row['max_abs_logit_diff']:.2e}")
 
 
-def _providers_that_ran(artifacts: Path) -> dict:
-    """Per device value: the providers a session on the first graph actually runs on (or the error)."""
-    import logging
-
-    from runtime import AnyChannelError, Classifier
-    from runtime.device import DEVICES
-
-    # Trying every device is the point here: their fallback warnings would only repeat the report.
-    logger = logging.getLogger("anychannel.runtime")
-    level, ran = logger.level, {}
-    logger.setLevel(logging.ERROR)
+def _torch_if_installed() -> "ModuleType | None":
+    """The torch module, or None where it is not installed (the runtime never imports it itself)."""
     try:
-        for device in DEVICES:
-            try:
-                ran[device] = Classifier(artifacts, device=device).providers
-            except AnyChannelError as exc:
-                ran[device] = f"error: {exc}"
-    finally:
-        logger.setLevel(level)
-    return ran
+        import torch
+    except ImportError:
+        return None
+    return torch
 
 
 @app.command()
@@ -648,22 +637,9 @@ def doctor(
 ) -> None:
     """Check the onnxruntime install: which package for this platform, providers, CUDA/cuDNN/TensorRT
     libraries, torch's CUDA."""
-    from runtime.device import diagnose, problems
+    from runtime.doctor import report as doctor_report  # the module's name is this command's
 
-    report = diagnose()
-    if artifacts is not None:
-        report["sessions"] = _providers_that_ran(artifacts)
-    try:
-        import torch
-
-        torch_cuda = torch.version.cuda
-        report["torch"] = {"version": torch.__version__, "cuda": torch_cuda, "cuda_available": torch.cuda.is_available()}
-    except ImportError:
-        torch_cuda, report["torch"] = None, None
-    report["problems"] = problems(report, torch_cuda)
-    cpu_session = report.get("sessions", {}).get("cpu")
-    if isinstance(cpu_session, str):  # the CPU provider is always there: the graphs themselves are the problem
-        report["problems"].append(f"--artifacts {artifacts}: {cpu_session.removeprefix('error: ')}")
+    report = doctor_report(artifacts, load_torch=_torch_if_installed)
     if json_out:
         _echo_json(report)
         return

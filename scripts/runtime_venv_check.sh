@@ -57,7 +57,7 @@ assert "torch" not in sys.modules, "the runtime imported torch"
 assert importlib.util.find_spec("torch") is None, "torch is installed in the runtime venv"
 assert not importlib.util.find_spec("onnxruntime") is None
 installed = sorted(d.metadata["Name"].lower() for d in md.distributions())
-from runtime.device import expected_onnxruntime
+from runtime.doctor import expected_onnxruntime
 onnxruntimes = [n for n in installed if n in ("onnxruntime", "onnxruntime-gpu")]
 assert onnxruntimes == [expected_onnxruntime()], f"expected only {expected_onnxruntime()}, found {onnxruntimes}"
 print(f"ok: {len(clf.configs)} configurations on {', '.join(clf.providers)}; runtime from {os.path.dirname(sys.modules['runtime'].__file__)}")

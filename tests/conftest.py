@@ -89,14 +89,16 @@ def fake_ort(monkeypatch):
     Returns ``install(available=..., starts=..., raises=..., fp16=...) -> FakeOrt``.
     """
     from fake_ort import EVERYTHING, FakeOrt
-    from runtime import classifier, device
+    from runtime import classifier, device, doctor
 
-    monkeypatch.setattr(device, "try_load", lambda lib: None)
+    # doctor imports try_load and onnxruntime itself: its report must describe the same fake machine.
+    for module in (device, doctor):
+        monkeypatch.setattr(module, "try_load", lambda lib: None)
 
     def install(available=EVERYTHING, starts=frozenset(EVERYTHING), raises=frozenset(), fp16=None) -> FakeOrt:
         fake = FakeOrt(list(available), set(starts), set(raises), fp16)
-        monkeypatch.setattr(device, "ort", fake)
-        monkeypatch.setattr(classifier, "ort", fake)
+        for module in (device, classifier, doctor):
+            monkeypatch.setattr(module, "ort", fake)
         return fake
 
     return install

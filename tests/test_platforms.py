@@ -1,7 +1,7 @@
 """Dependencies by platform: exactly one onnxruntime package everywhere, and the right one.
 
 pyproject.toml's environment markers are evaluated with the ``packaging`` library, as pip does,
-for the platforms an edge runtime meets; ``runtime.device`` must agree (doctor relies on it).
+for the platforms an edge runtime meets; ``runtime.doctor``, which names the expected package, must agree.
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from runtime import device
+from runtime import doctor
+from runtime.device import CPU, CUDA
 
 ROOT = Path(__file__).resolve().parent.parent
 ONNXRUNTIMES = {"onnxruntime", "onnxruntime-gpu"}
@@ -71,9 +72,9 @@ def test_no_extra_adds_a_second_onnxruntime(name):
 
 @pytest.mark.parametrize("name", PLATFORMS)
 def test_runtime_agrees_with_the_markers(name):
-    """doctor's expected package comes from runtime.device, which must match what pip installs."""
+    """doctor's expected package comes from runtime.doctor, which must match what pip installs."""
     environment, expected = PLATFORMS[name]
-    assert device.expected_onnxruntime(environment["sys_platform"], environment["platform_machine"]) == expected
+    assert doctor.expected_onnxruntime(environment["sys_platform"], environment["platform_machine"]) == expected
 
 
 @pytest.mark.parametrize("installed, expected, case", [
@@ -84,37 +85,37 @@ def test_runtime_agrees_with_the_markers(name):
     ([("onnxruntime", "1.31.1"), ("onnxruntime-gpu", "1.31.1")], "onnxruntime-gpu", "several"),
 ])
 def test_install_cases(installed, expected, case):
-    report = device.install_case(installed, expected)
+    report = doctor.install_case(installed, expected)
     assert case in report["case"] and report["expected"] == expected
     assert report["installed"] == [n for n, _ in installed]
 
 
 def test_doctor_problems_follow_the_platform(monkeypatch):
     """A CPU onnxruntime is a problem where onnxruntime-gpu belongs, and expected elsewhere."""
-    report = {"duplicate_installs": [], "available_providers": [device.CPU], "libraries": {},
+    report = {"duplicate_installs": [], "available_providers": [CPU], "libraries": {},
               "onnxruntime": {"distributions": [("onnxruntime", "1.31.1")]}}
-    monkeypatch.setattr(device, "is_jetson", lambda: False)
+    monkeypatch.setattr(doctor, "is_jetson", lambda: False)
 
     def found(expected: str) -> list[str]:
-        return device.problems({**report, "install": device.install_case([("onnxruntime", "1.31.1")], expected)})
+        return doctor.problems({**report, "install": doctor.install_case([("onnxruntime", "1.31.1")], expected)})
 
     assert any("install onnxruntime-gpu" in p for p in found("onnxruntime-gpu"))
     assert found("onnxruntime") == []
-    monkeypatch.setattr(device, "is_jetson", lambda: True)
+    monkeypatch.setattr(doctor, "is_jetson", lambda: True)
     assert any("NVIDIA's onnxruntime build" in p and "--no-deps" in p for p in found("onnxruntime"))
 
 
 @pytest.mark.parametrize("platform_name,driver", [("linux", "libcuda.so.1"), ("win32", "nvcuda.dll")])
 def test_doctor_looks_for_the_driver_library_of_the_platform(monkeypatch, platform_name, driver):
     """On Windows the driver is nvcuda.dll: a missing libcuda.so.1 there says nothing."""
-    monkeypatch.setattr(device, "is_jetson", lambda: False)
-    monkeypatch.setattr(device.sys, "platform", platform_name)
-    install = device.install_case([("onnxruntime-gpu", "1.31.1")], "onnxruntime-gpu")
+    monkeypatch.setattr(doctor, "is_jetson", lambda: False)
+    monkeypatch.setattr(doctor.sys, "platform", platform_name)
+    install = doctor.install_case([("onnxruntime-gpu", "1.31.1")], "onnxruntime-gpu")
     assert install["platform"].startswith(platform_name)
     other = "nvcuda.dll" if driver == "libcuda.so.1" else "libcuda.so.1"
-    report = {"duplicate_installs": [], "available_providers": [device.CUDA, device.CPU], "install": install,
+    report = {"duplicate_installs": [], "available_providers": [CUDA, CPU], "install": install,
               "cuda_provider_library": {"error": None}, "onnxruntime": {"distributions": []}}
     missing = {"loads": False, "error": "cannot open shared object file"}
-    found = device.problems({**report, "libraries": {driver: missing}})
+    found = doctor.problems({**report, "libraries": {driver: missing}})
     assert any(f"no NVIDIA driver ({driver} does not load)" in p for p in found)
-    assert not any("NVIDIA driver" in p for p in device.problems({**report, "libraries": {other: missing}}))
+    assert not any("NVIDIA driver" in p for p in doctor.problems({**report, "libraries": {other: missing}}))

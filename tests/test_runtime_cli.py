@@ -175,14 +175,35 @@ def test_doctor_names_artifacts_it_cannot_load(run_cli, tmp_path):
 
 
 def test_doctor_flags_duplicate_installs(monkeypatch):
-    from runtime import device
+    from runtime import doctor
 
-    monkeypatch.setattr(device, "onnxruntime_distributions",
+    monkeypatch.setattr(doctor, "onnxruntime_distributions",
                         lambda: [("onnxruntime", "1.31.1"), ("onnxruntime-gpu", "1.31.1")])
-    report = device.diagnose(preload=False)
+    report = doctor.diagnose(preload=False)
     assert report["duplicate_installs"] == ["onnxruntime", "onnxruntime-gpu"]
-    assert any("several onnxruntime packages" in p for p in device.problems(report))
-    assert any("CUDA 11.8" in p for p in device.problems(report, torch_cuda="11.8"))
+    assert any("several onnxruntime packages" in p for p in doctor.problems(report))
+    assert any("CUDA 11.8" in p for p in doctor.problems(report, torch_cuda="11.8"))
+
+
+def test_doctor_report_adds_torch_sessions_and_problems(monkeypatch, tmp_path):
+    """report() is what the command prints: diagnose(), sessions, then torch as its loader gives it, and problems."""
+    from types import SimpleNamespace
+
+    from runtime import doctor
+
+    torch = SimpleNamespace(__version__="2.0.0", version=SimpleNamespace(cuda="11.8"),
+                            cuda=SimpleNamespace(is_available=lambda: False))
+    calls, diagnose, sessions_that_ran = [], doctor.diagnose, doctor.sessions_that_ran
+    monkeypatch.setattr(doctor, "diagnose", lambda preload: calls.append("diagnose") or diagnose(preload))
+    monkeypatch.setattr(doctor, "sessions_that_ran", lambda a: calls.append("sessions") or sessions_that_ran(a))
+    report = doctor.report(tmp_path / "missing", load_torch=lambda: calls.append("torch") or torch, preload=False)
+    # torch loads its own CUDA libraries: it comes last, or the library check would see them.
+    assert calls == ["diagnose", "sessions", "torch"]
+    assert report["torch"] == {"version": "2.0.0", "cuda": "11.8", "cuda_available": False}
+    assert set(report["sessions"]) == set(report["devices"])
+    assert any(p.startswith(f"--artifacts {tmp_path / 'missing'}: ") for p in report["problems"])
+    if report["onnxruntime"]["built_for_cuda"] and not report["onnxruntime"]["built_for_cuda"].startswith("11."):
+        assert any("torch uses CUDA 11.8" in p for p in report["problems"])
 
 
 # --- light by design ------------------------------------------------------------------------------
@@ -211,7 +232,7 @@ for config in clf.configs:
     image = np.zeros((20, 24, config.num_channels), dtype=np.uint8)
     assert len(clf.predict(image, channels=config)[0]) == 5
 assert len(clf.configs) == 7
-heavy = sorted(m for m in ("torch", "torchvision", "onnx", "train", "export") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "torchvision", "onnx", "train", "export", "runtime.doctor") if m in sys.modules)
 print("heavy:", heavy)
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
