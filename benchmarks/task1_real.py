@@ -265,7 +265,10 @@ def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
                             *recipe(args).values())):
                     continue  # a run folder of another budget
                 entry = results["models"][row.model]
-                found.setdefault(row.key, []).append({**entry, "seed": seed, "machine": results.get("machine")})
+                kept = kept_results(args, row, seed)
+                # The machine is recorded in the kept copy (train_row), not in the run folder's results.json.
+                where = results.get("machine") or (json.loads(kept.read_text()).get("machine") if kept.exists() else None)
+                found.setdefault(row.key, []).append({**entry, "seed": seed, "machine": where})
     return found
 
 
