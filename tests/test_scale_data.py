@@ -49,7 +49,7 @@ def test_cache_is_memory_mapped_and_batches_are_read_from_disk(tmp_path, monkeyp
         np.asarray(train.images)[[100, 199]]).permute(0, 3, 1, 2))
     # Same batches whether the split is on disk or in memory.
     memory = SplitTensors(Split(np.asarray(train.images), train.labels))
-    gb = FixedConfig(ChannelConfig("GB"))
+    gb = FixedConfig((ChannelConfig("GB"),))
     (a,) = next(gb.steps(split, 32, torch.Generator().manual_seed(0)))
     (b,) = next(gb.steps(memory, 32, torch.Generator().manual_seed(0)))
     assert torch.equal(a.inputs, b.inputs) and torch.equal(a.labels, b.labels)

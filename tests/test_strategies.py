@@ -95,7 +95,7 @@ def _config_norm_grads(model) -> dict[str, bool]:
 
 @pytest.mark.parametrize("strategy,expected", [
     (JointConfigs(), {c.name for c in ALL_CONFIGS}),
-    (FixedConfig(ChannelConfig("GB")), {"GB"}),
+    (FixedConfig((ChannelConfig("GB"),)), {"GB"}),
 ])
 def test_each_step_updates_the_configurations_it_trains(strategy, expected):
     split = _id_split()
@@ -181,7 +181,7 @@ def test_allocated_steps_split_across_ranks_into_the_one_process_batch():
 
 
 @pytest.mark.parametrize("strategy", [
-    FixedConfig(ChannelConfig("RG")), SampledConfig(), JointConfigs(), JointConfigs(share_images=True),
+    FixedConfig((ChannelConfig("RG"),)), SampledConfig(), JointConfigs(), JointConfigs(share_images=True),
     JointConfigs(configs_per_step=3), JointConfigs(allocation="inverse-sqrt-channels")],
     ids=["fixed", "sampled", "joint", "shared", "sandwich", "allocated"])
 def test_every_rank_trains_its_share_of_the_one_process_batch(strategy):
@@ -332,3 +332,18 @@ def test_width_0_7_trains_in_under_half_the_naive_sets_flops():
     full = train_flops(create_model("adaptive", num_classes=50), ALL_CONFIGS)
     assert 0.45 < narrow / naive <= 0.5
     assert full / naive == pytest.approx(1.0, abs=1e-3)  # the default spends the naive set's compute
+
+
+def test_every_strategy_is_built_by_name_from_the_same_arguments():
+    """build_strategy(name, configs, **options) is STRATEGIES[name](configs, **options) for each name."""
+    rgb = (ChannelConfig("RGB"),)
+    for name, strategy_type in strategies.STRATEGIES.items():
+        configs = rgb if name == "fixed" else ALL_CONFIGS
+        built = build_strategy(name, configs)
+        assert type(built) is strategy_type and built.name == name and tuple(built.configs) == configs
+    assert build_strategy("fixed", rgb).describe() == {"strategy": "fixed", "config": "RGB"}
+    assert not isinstance(SampledConfig(), FixedConfig)  # a sibling, not a fixed strategy without its config
+    with pytest.raises(ValueError, match="fixed strategy trains one configuration, got 7"):
+        build_strategy("fixed", ALL_CONFIGS)
+    with pytest.raises(ValueError, match="sampled strategy draws from all seven"):
+        build_strategy("sampled", ALL_CONFIGS[:3])

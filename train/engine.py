@@ -107,7 +107,7 @@ def recalibrate_config_norms(model: nn.Module, split: SplitTensors, configs: tup
             bn.momentum = None  # cumulative average
             bn.train()
         seen = 0
-        for start, (group,) in enumerate(FixedConfig(config).steps(split, batch_size, generator, shard or Shard())):
+        for start, (group,) in enumerate(FixedConfig((config,)).steps(split, batch_size, generator, shard or Shard())):
             model(group.inputs.to(device), config)
             seen = min(len(split), (start + 1) * batch_size)  # global images, whatever this rank's share
             if seen >= images:

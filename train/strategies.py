@@ -215,19 +215,11 @@ def _group(split: SplitTensors, idx: torch.Tensor, config: ChannelConfig, genera
                        global_count=len(idx))
 
 
-@dataclass
-class FixedConfig:
-    """Every batch in one configuration: a model trained for that configuration alone."""
+class _OneGroupPerStep:
+    """What a strategy that trains one configuration per batch shares: batches, their count, the loss."""
 
-    config: ChannelConfig
-    name: str = "fixed"
-    #: Whether fit must recompute per-configuration batch-norm statistics after each epoch.
-    precise_bn: bool = False
-
-    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator,
-              shard: Shard = Shard()) -> Iterator[list[ConfigGroup]]:
-        for idx in _batches(torch.randperm(len(split), generator=generator), batch_size):
-            yield [_group(split, idx, self.config, generator, shard)]
+    def _batches_of(self, split: SplitTensors, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        return _batches(torch.randperm(len(split), generator=generator), batch_size)
 
     def steps_per_epoch(self, images: int, batch_size: int) -> int:
         return len(range(0, images, batch_size))
@@ -239,21 +231,48 @@ class FixedConfig:
              loss_fn: LossFn | None = None) -> StepResult:
         return _mean_loss(model, groups, loss_fn or _cross_entropy(label_smoothing))
 
+
+@dataclass
+class FixedConfig(_OneGroupPerStep):
+    """Every batch in one configuration: a model trained for that configuration alone."""
+
+    configs: tuple[ChannelConfig, ...]
+    name: str = "fixed"
+    #: Whether fit must recompute per-configuration batch-norm statistics after each epoch.
+    precise_bn: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.configs) != 1:
+            raise ValueError(f"the fixed strategy trains one configuration, got {len(self.configs)}")
+
+    @property
+    def config(self) -> ChannelConfig:
+        return self.configs[0]
+
+    def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator,
+              shard: Shard = Shard()) -> Iterator[list[ConfigGroup]]:
+        for idx in self._batches_of(split, batch_size, generator):
+            yield [_group(split, idx, self.config, generator, shard)]
+
     def describe(self) -> dict[str, Any]:
         return {"strategy": self.name, "config": self.config.name}
 
 
 @dataclass
-class SampledConfig(FixedConfig):
-    """One configuration per batch, drawn hierarchically; each image once per epoch."""
+class SampledConfig(_OneGroupPerStep):
+    """One configuration per batch, drawn hierarchically (see :func:`sample_config`); each image once per epoch."""
 
-    config: ChannelConfig | None = None
+    configs: tuple[ChannelConfig, ...] = ALL_CONFIGS
     name: str = "sampled"
     precise_bn: bool = True  # rare configurations' running averages lag behind the weights
 
+    def __post_init__(self) -> None:
+        if set(self.configs) != set(ALL_CONFIGS):
+            raise ValueError("the sampled strategy draws from all seven configurations; use joint for a subset")
+
     def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator,
               shard: Shard = Shard()) -> Iterator[list[ConfigGroup]]:
-        for idx in _batches(torch.randperm(len(split), generator=generator), batch_size):
+        for idx in self._batches_of(split, batch_size, generator):
             yield [_group(split, idx, sample_config(generator), generator, shard)]
 
     def describe(self) -> dict[str, Any]:
@@ -427,11 +446,12 @@ STRATEGIES: dict[str, Callable[..., TrainingStrategy]] = {
 
 
 def build_strategy(name: str, configs: tuple[ChannelConfig, ...], **options: Any) -> TrainingStrategy:
-    """The strategy ``name`` for a model supporting ``configs``; one configuration always means ``fixed``."""
+    """The strategy ``name`` for a model supporting ``configs``, as ``STRATEGIES[name](configs, **options)``.
+
+    One configuration always means ``fixed``: there is nothing to mix, so another strategy's options do not apply.
+    """
     if len(configs) == 1:
-        return FixedConfig(configs[0])
+        name, options = "fixed", {}
     if name not in STRATEGIES:
         raise ValueError(f"unknown training strategy {name!r}; choose from {', '.join(STRATEGIES)}")
-    if name == "joint":
-        return JointConfigs(configs=configs, **options)
-    return STRATEGIES[name]()
+    return STRATEGIES[name](configs, **options)
