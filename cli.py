@@ -440,10 +440,8 @@ def evaluate(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Top-1 accuracy of the ONNX graphs on the test split, per channel configuration."""
-    import numpy as np
-
     from runtime import AnyChannelError, parse_channel_list
-    from runtime.validation import validate_precision
+    from runtime.validation import accuracy_rows
     from train.data import DatasetError, load_dataset
 
     clf = _classifier(artifacts, device, precision, trt_fp16=trt_fp16, trt_cache_dir=trt_cache_dir)
@@ -456,19 +454,10 @@ def evaluate(
                                f"in {artifacts} were trained on {_first_names(clf.class_names)}; evaluate them "
                                "on data with the same classes")
         test = dataset.splits["test"]
-        if trt_fp16:  # validated like export's fp16 graphs: top-1 against fp32 on the CPU, same images
-            checks = validate_precision(clf, _classifier(artifacts, RuntimeDevice.cpu), test.images, test.labels,
-                                        configs=configs, split=f"{dataset.name} test", max_drop=max_drop,
-                                        batch_size=batch_size)
-            rows = [{"channels": name, "images": len(test), "accuracy": c.top1,
-                     "fp32": c.to_dict("trt_fp16")} for name, c in checks.items()]
-        else:
-            rows = []
-            for config in configs:
-                predicted = np.concatenate([clf.predict_logits(test.images[i:i + batch_size], config).argmax(1)
-                                            for i in range(0, len(test), batch_size)])
-                rows.append({"channels": config.name, "images": len(test),
-                             "accuracy": float((predicted == test.labels).mean())})
+        # --trt-fp16 is validated like export's fp16 graphs: top-1 against fp32 on the CPU, same images.
+        reference = _classifier(artifacts, RuntimeDevice.cpu) if trt_fp16 else None
+        rows = accuracy_rows(clf, test.images, test.labels, configs, batch_size=batch_size, reference=reference,
+                             split=f"{dataset.name} test", max_drop=max_drop)
     except (AnyChannelError, DatasetError) as exc:
         _fail(str(exc))
     if json_out:
@@ -491,39 +480,6 @@ def evaluate(
         typer.echo(f"| {row['channels']} | {100 * row['accuracy']:.2f}% |")
 
 
-def _torch_eager(artifacts, config, checkpoint: Optional[Path]):
-    """``(forward(x, threads) -> logits, note)`` for the checkpoint the graphs came from, or ``(None, why)``."""
-    try:
-        import torch
-    except ImportError:
-        return None, "skipped: torch is not installed"
-    from export.pipeline import default_checkpoint, load_target
-    from train.checkpoint import CheckpointError
-
-    # Beside the graphs' folder, in the run folder export reads by default (naive-R/ for naive R).
-    run = default_checkpoint(artifacts.task, artifacts.model, config, Path(".")).parent.name
-    path = checkpoint or artifacts.root.parent / run / "best.pt"
-    try:
-        target = load_target(path, artifacts.task, artifacts.model)  # export's own check of the model
-        graph = artifacts.manifest.get("graphs", {}).get(config.name, {})
-        if graph.get("data_fingerprint") and target.info.data_fingerprint != graph["data_fingerprint"]:
-            raise CheckpointError(f"checkpoint {path} was trained on other data than the graphs in {artifacts.root}")
-        model = target.net
-    except CheckpointError as exc:
-        if checkpoint is not None:  # asked for by name: an error, not a silent skip
-            raise
-        return None, f"skipped: {exc} (pass --checkpoint)"
-    # The resolved module is what export traced: the same computation as the graph.
-    module = model.resolve(config).eval() if hasattr(model, "resolve") else model
-
-    def forward(x, threads: int):
-        torch.set_num_threads(threads)
-        with torch.inference_mode():
-            return module(torch.from_numpy(x)).numpy()
-
-    return forward, f"{path}, torch {torch.__version__}"
-
-
 @app.command()
 def bench(
     artifacts: Path = typer.Option(DEFAULT_ARTIFACTS, help="Exported graphs: a folder or its manifest.json."),
@@ -542,13 +498,9 @@ def bench(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Latency (first call, p50/p90/p99) and throughput of one graph, beside PyTorch eager."""
-    import time
-
-    import numpy as np
-
+    from export.eager import eager_forward
     from runtime import AnyChannelError, ChannelConfig
-    from runtime.bench import latency
-    from runtime.device import TENSORRT, available_cores
+    from runtime.bench import benchmark
 
     try:
         sizes = sorted({int(b) for b in batch_sizes.split(",") if b.strip()})
@@ -558,55 +510,24 @@ def bench(
         _fail(f"--batch-sizes {batch_sizes!r}: expected positive integers such as 1,32")
     try:
         config = ChannelConfig.parse(channels)
-        start = time.perf_counter()
-        clf = _classifier(artifacts, device, precision, trt_fp16=trt_fp16, trt_cache_dir=trt_cache_dir)
-        # Whether TensorRT finds a built engine: the first inference then loads it instead of building it.
-        engine_cache = clf.engine_cache(config)
-        engine_cached = engine_cache is not None and any(engine_cache.glob("*.engine"))
-        image = np.random.default_rng(0).integers(0, 256, (clf.artifacts.image_size,) * 2 + (3,), dtype=np.uint8)
-        clf.predict_logits(image, config)
-        first_ms = 1e3 * (time.perf_counter() - start)
-        spec = clf.spec(config)
+        result = benchmark(lambda: _classifier(artifacts, device, precision, trt_fp16=trt_fp16,
+                                               trt_cache_dir=trt_cache_dir),
+                           config, sizes, runs, warmup, lambda clf: eager_forward(clf.artifacts, config, checkpoint))
     except AnyChannelError as exc:
         _fail(str(exc))
-    threads = available_cores()
-    try:
-        eager, eager_note = _torch_eager(clf.artifacts, config, checkpoint)
-    except AnyChannelError as exc:
-        _fail(str(exc))
-    # Eager gets its best of 1 thread and all cores: on a busy machine torch's OpenMP threads can
-    # stall each other, and a fair comparison should not count that against it.
-    eager_threads = sorted({1, threads})
-    rng = np.random.default_rng(1)
-    rows = []
-    for n in sizes:
-        images = rng.integers(0, 256, (n, spec.image_size, spec.image_size, 3), dtype=np.uint8)
-        x, _ = clf.preprocess(images, config)
-        row = {"batch_size": n, "onnxruntime": latency(lambda: clf.run(x, config), n, runs, warmup).to_dict()}
-        if eager is not None:
-            best = min((latency(lambda: eager(x, t), n, runs, warmup).to_dict() | {"threads": t}
-                        for t in eager_threads), key=lambda r: r["p50_ms"])
-            row["torch_eager"] = best
-            row["max_abs_logit_diff"] = float(np.abs(eager(x, best["threads"]) - clf.run(x, config)).max())
-        rows.append(row)
-    tensorrt = None
-    if engine_cache is not None and TENSORRT in clf.providers:
-        tensorrt = {"fp16": trt_fp16, "engine_cache": str(engine_cache), "engine_was_cached": engine_cached,
-                    "max_batch": clf.trt_max_batch}
-    report = {"artifacts": str(artifacts), "channels": config.name, "precision": precision,
-              "image_size": spec.image_size, "device": device.value, "provider": clf.providers[0],
-              "providers": clf.providers, "threads": threads, "first_inference_ms": first_ms,
-              "tensorrt": tensorrt, "torch_eager": eager_note, "results": rows}
+    eager_threads = result.pop("eager_threads")
+    report = {"artifacts": str(artifacts), "precision": precision, "device": device.value, **result}
+    rows, threads, tensorrt = report["results"], report["threads"], report["tensorrt"]
     if json_out:
         _echo_json(report)
         return
-    typer.echo(f"{config.name} graph from {artifacts}, {spec.image_size} px, device {device.value}: ran on "
-               f"{clf.providers[0]} (providers {', '.join(clf.providers)}), {threads} cores")
+    typer.echo(f"{config.name} graph from {artifacts}, {report['image_size']} px, device {device.value}: ran on "
+               f"{report['provider']} (providers {', '.join(report['providers'])}), {threads} cores")
     if tensorrt is not None:
-        typer.echo(f"TensorRT engine cache {engine_cache} ({'engine found: loaded' if engine_cached else 'empty: engine built'}"
+        typer.echo(f"TensorRT engine cache {tensorrt['engine_cache']} ({'engine found: loaded' if tensorrt['engine_was_cached'] else 'empty: engine built'}"
                    f" in the first inference), fp16 {'on' if trt_fp16 else 'off'}")
-    typer.echo(f"first inference (load, verify, create session, run 1 image): {first_ms:.1f} ms")
-    typer.echo(f"PyTorch eager: {eager_note} (best of {eager_threads} threads)")
+    typer.echo(f"first inference (load, verify, create session, run 1 image): {report['first_inference_ms']:.1f} ms")
+    typer.echo(f"PyTorch eager: {report['torch_eager']} (best of {eager_threads} threads)")
     typer.echo("| runtime | batch | threads | p50 ms | p90 ms | p99 ms | images/s |\n|---|---|---|---|---|---|---|")
     for row in rows:
         for name in ("onnxruntime", "torch_eager"):

@@ -70,9 +70,30 @@ class PrecisionDropError(AnyChannelError, ValueError):
                          f"({check.fp32_top1:.1%} -> {check.top1:.1%}), more than {check.max_drop:.1%}")
 
 
-def _logits(clf: "Classifier", images: np.ndarray, config: ChannelConfig, batch_size: int) -> np.ndarray:
+def batched_logits(clf: "Classifier", images: np.ndarray, config: ChannelConfig, batch_size: int) -> np.ndarray:
+    """``clf``'s logits for ``images`` through ``config``, ``batch_size`` images per call."""
     return np.concatenate([clf.predict_logits(images[i:i + batch_size], config)
                            for i in range(0, len(images), batch_size)])
+
+
+def accuracy_rows(clf: "Classifier", images: np.ndarray, labels: np.ndarray,
+                  configs: Iterable["str | ChannelConfig"], *, batch_size: int = 256,
+                  reference: "Classifier | None" = None, split: str = "", max_drop: float = DEFAULT_MAX_DROP,
+                  ) -> list[dict]:
+    """Top-1 of ``clf`` on labelled images, one row per configuration (what ``cli.py evaluate`` prints).
+
+    With ``reference`` (fp32 on the CPU), ``clf`` is a reduced-precision target judged against it by
+    :func:`validate_precision`, and each row carries the comparison under ``fp32``.
+    """
+    configs = [ChannelConfig.parse(c) for c in configs]
+    if reference is not None:
+        checks = validate_precision(clf, reference, images, labels, configs=configs, split=split,
+                                    max_drop=max_drop, batch_size=batch_size)
+        return [{"channels": name, "images": len(labels), "accuracy": c.top1, "fp32": c.to_dict("trt_fp16")}
+                for name, c in checks.items()]
+    return [{"channels": c.name, "images": len(labels),
+             "accuracy": float((batched_logits(clf, images, c, batch_size).argmax(1) == labels).mean())}
+            for c in configs]
 
 
 def validate_precision(candidate: "Classifier", reference: "Classifier", images: np.ndarray, labels: np.ndarray,
@@ -86,7 +107,8 @@ def validate_precision(candidate: "Classifier", reference: "Classifier", images:
     """
     results = {}
     for config in (candidate.configs if configs is None else [ChannelConfig.parse(c) for c in configs]):
-        check = compare_top1(_logits(reference, images, config, batch_size), _logits(candidate, images, config, batch_size),
+        check = compare_top1(batched_logits(reference, images, config, batch_size),
+                             batched_logits(candidate, images, config, batch_size),
                              labels, split=split, max_drop=max_drop, validated_on=candidate.providers[0])
         if not check.passed:
             raise PrecisionDropError(config.name, what, check)

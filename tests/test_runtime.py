@@ -242,3 +242,27 @@ def test_every_error_is_an_anychannel_error():
     for cls in (AmbiguousChannelsError, ChannelMismatchError, ConfigurationNotExportedError, InvalidChannelsError,
                 InvalidImageError):
         assert issubclass(cls, AnyChannelError)
+
+
+def test_library_evaluates_and_benchmarks_without_the_cli(task1_artifacts):
+    """What `cli.py evaluate` and `bench` print comes from runtime.validation and runtime.bench."""
+    from runtime.bench import benchmark
+    from runtime.validation import accuracy_rows, batched_logits
+
+    clf = Classifier(task1_artifacts, device="cpu")
+    rng = np.random.default_rng(0)
+    size = clf.artifacts.image_size
+    images = rng.integers(0, 256, (10, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, len(clf.class_names), 10)
+    rows = accuracy_rows(clf, images, labels, ["RGB", "R"], batch_size=4)
+    assert [r["channels"] for r in rows] == ["RGB", "R"] and all(r["images"] == 10 for r in rows)
+    expected = float((clf.predict_logits(images, "R").argmax(1) == labels).mean())
+    assert rows[1]["accuracy"] == expected
+    assert batched_logits(clf, images, ChannelConfig("R"), 3).shape == (10, len(clf.class_names))
+    seen = []
+    report = benchmark(lambda: clf, ChannelConfig("RG"), [1, 2], runs=2, warmup=0,
+                       eager_for=lambda c: seen.append(c) or (lambda x, threads: c.run(x, ChannelConfig("RG")), "same"),
+                       threads=1)
+    assert seen == [clf] and report["channels"] == "RG" and report["torch_eager"] == "same"
+    assert [r["batch_size"] for r in report["results"]] == [1, 2]
+    assert all(r["max_abs_logit_diff"] == 0.0 and r["onnxruntime"]["runs"] == 2 for r in report["results"])
