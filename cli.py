@@ -11,8 +11,6 @@ import typer
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from train.distributed import DistContext
-    from train.task1 import Task1Options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, export and run image classifiers for any subset of R, G and B.")
@@ -29,10 +27,6 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-#: Epochs for task 1 when --epochs is not given.
-DEFAULT_TASK1_EPOCHS = 6
-
-
 class RuntimeDevice(str, Enum):
     """``Classifier(device=...)``: TensorRT and CoreML only when asked for."""
 
@@ -46,16 +40,6 @@ class RuntimeDevice(str, Enum):
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
-
-
-def _split_models(text: Optional[str], known: tuple[str, ...]) -> list[str]:
-    """``--models``, checked: a non-empty comma list of ``known`` names; all of them when not given."""
-    models = list(known) if text is None else [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in models if m not in known]
-    if unknown or not models:
-        raise ValueError(f"--models: {'unknown model(s) ' + ', '.join(unknown) if unknown else 'no model given'}; "
-                         f"choose from {', '.join(known)}")
-    return models
 
 
 @app.command()
@@ -124,76 +108,27 @@ def train(
     """Train a task's models and write results.json, results.md and curves under --out."""
     from runtime.errors import AnyChannelError
     from train import distributed
-    from train.data import load_dataset
-    from train.data.mixing import check_mix
-    from train.engine import TrainConfig
-    from train.models.backbone import COMPACT
+    from train.request import TrainRequest, run
 
-    try:
-        check_mix(mix, mix_alpha, distill)
-    except ValueError as exc:
-        _fail(str(exc))
+    request = TrainRequest(task.value, data, epochs, image_size, batch_size, lr, models, out, device.value, seed,
+                           resume, train_eval_samples, strategy, configs_per_step, share_images, distill,
+                           allocation, body, width, backbone, init, pretrained, amp, mix, mix_alpha, teacher)
     if nproc > 1 and not distributed.launched_by_torchrun():
-        if task is Task.task1:  # a bad option is one error here, not one per rank and torchrun's traceback
-            try:
-                _task1_request(models, strategy, configs_per_step, share_images, distill, body, backbone, init,
-                               pretrained, image_size, batch_size, distributed.DistContext(), width, allocation,
-                               world=nproc)
-            except (AnyChannelError, ValueError) as exc:
-                _fail(str(exc))
+        try:  # a bad option is one error here, not one per rank and torchrun's traceback
+            request.check(world=nproc)
+        except (AnyChannelError, ValueError) as exc:
+            _fail(str(exc))
         # The same command, once per process, under torchrun (which also does --max-restarts).
         argv = distributed.strip_option(distributed.strip_option(sys.argv[1:], "--nproc"), "--max-restarts")
         raise typer.Exit(distributed.launch(nproc, [str(Path(__file__).resolve()), *argv], max_restarts))
-    out = out or Path("artifacts") / task.value
     ctx = distributed.DistContext()
     try:
         ctx = distributed.setup(device.value)
         if ctx.distributed:
             distributed.set_single_thread_count()
-        if task is Task.task1:
-            model_list, options = _task1_request(models, strategy, configs_per_step, share_images, distill, body,
-                                                 backbone, init, pretrained, image_size, batch_size, ctx, width,
-                                                 allocation)
-        elif (backbone != COMPACT or init is not None or pretrained or body is not None or width != 1.0
-              or allocation != "uniform"):
-            raise ValueError("--backbone, --init, --pretrained, --body, --width and --allocation apply to task1's model")
-        if task is Task.task2:
-            from train.task2 import DEFAULT_TEACHER, MODELS as TASK2_MODELS, check_teacher
-
-            model_list = _split_models(models, TASK2_MODELS)
-            if image_size is not None:
-                from train.engine import check_input_size
-                from train.task2 import run_specs as task2_specs
-
-                check_input_size([sp for m in model_list for sp in task2_specs(m)], image_size)
-            teacher = DEFAULT_TEACHER if teacher is None else teacher
-            teacher = None if teacher == "none" else teacher  # from here on, None means labels only
-            check_teacher(teacher)
-        elif teacher is not None:
-            raise ValueError("--teacher applies to task2 (task1's --distill is in-place distillation from RGB)")
-        with ctx.node_first():  # one process per machine decodes into the cache; the others then read it
-            dataset = load_dataset(data, image_size, seed=seed, show_progress=ctx.is_main)
-        if ctx.is_main:
-            typer.echo(f"dataset {dataset.name}: {dataset.num_classes} classes, "
-                       + ", ".join(f"{k} {len(v)}" for k, v in dataset.splits.items())
-                       + f", {dataset.image_size} px" + (f"; {ctx.world} processes" if ctx.distributed else ""))
-        if task is Task.task1:
-            from train.task1 import run_task1
-
-            cfg = TrainConfig(epochs=DEFAULT_TASK1_EPOCHS if epochs is None else epochs, batch_size=batch_size, lr=lr, seed=seed,
-                              device=device.value, amp=amp, mix=mix, mix_alpha=mix_alpha)
-            results = run_task1(dataset, model_list, out, cfg,
-                                resume=resume, train_eval_samples=train_eval_samples, options=options, ctx=ctx)
-        else:
-            from train.task2 import run_task2
-
-            cfg = TrainConfig(epochs=12 if epochs is None else epochs, batch_size=batch_size, lr=lr, seed=seed, device=device.value,
-                              amp=amp, mix=mix, mix_alpha=mix_alpha)
-            results = run_task2(dataset, model_list, out, cfg,
-                                resume=resume, train_eval_samples=train_eval_samples,
-                                teacher=teacher, ctx=ctx)
+        run(request, ctx, echo=typer.echo)
     except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted: the last finished epoch is saved; rerun with --resume to continue", err=True)
+        typer.echo("\ninterrupted: the last finished epoch is saved; rerun with --resume to continue", err=True)
         raise typer.Exit(code=130)
     except (AnyChannelError, ValueError, RuntimeError) as exc:
         if not ctx.distributed and not isinstance(exc, (AnyChannelError, ValueError)):
@@ -204,73 +139,10 @@ def train(
         distributed.teardown()
     if not ctx.is_main:
         return
+    out = request.out_dir
     typer.echo("")
     typer.echo((out / "results.md").read_text())
     typer.echo(f"reports: {out / 'results.json'}, {out / 'results.md'}, {out}/curves-*.png")
-
-
-def _task1_request(models: Optional[str], strategy: str, configs_per_step: int, share_images: bool, distill: bool,
-                   body: Optional[str], backbone: str, init: Optional[Path], pretrained: bool,
-                   image_size: Optional[int], batch_size: int, ctx: "DistContext", width: float, allocation: str,
-                   world: Optional[int] = None) -> tuple[list[str], "Task1Options"]:
-    """Task 1's models and options, checked before any data work (and before torchrun starts): bad
-    combinations (--distill without --share-images, an unknown backbone, an --init file of another
-    architecture, --pretrained offline, an image too small for a model...) are one error."""
-    from train.engine import check_input_size
-    from train.models.backbone import COMPACT
-    from train.task1 import MODELS, run_specs
-
-    model_list = _split_models(models, MODELS)
-    ours = {"--backbone": backbone != COMPACT, "--body": body is not None, "--width": width != 1.0,
-            "--strategy": strategy != "joint", "--configs-per-step": configs_per_step != 7,
-            "--share-images": share_images, "--distill": distill, "--allocation": allocation != "uniform"}
-    if "adaptive" not in model_list and any(ours.values()):
-        raise ValueError(f"{', '.join(k for k, v in ours.items() if v)}: options of our model; add adaptive to "
-                         "--models")
-    # Only our model's groups must reach every process; the others train whole batches.
-    options = _task1_options(strategy, configs_per_step, share_images, distill, body, backbone, init, pretrained,
-                             image_size, batch_size, ctx, width, allocation,
-                             world=(world or ctx.world) if "adaptive" in model_list else 1)
-    if image_size is not None:
-        check_input_size([spec for m in model_list for spec in run_specs(m, options)], image_size)
-    return model_list, options
-
-
-def _task1_options(strategy: str, configs_per_step: int, share_images: bool, distill: bool, body: Optional[str],
-                   backbone: str, init: Optional[Path], pretrained: bool, image_size: Optional[int],
-                   batch_size: int, ctx: "DistContext", width: float = 1.0,
-                   allocation: str = "uniform", world: int = 1) -> "Task1Options":
-    """Task 1's options for our model, checked: the backbone and its initialisation are valid and at hand,
-    and every configuration's group of a step reaches each of ``world`` processes."""
-    from dataclasses import replace
-
-    from train.models.anychannel import BODIES
-    from train.models.backbone import COMPACT, check_backbone, check_init_file, pretrained_file
-    from train.task1 import Task1Options
-
-    check_backbone(backbone, image_size)
-    if backbone == COMPACT and (init is not None or pretrained):
-        raise ValueError("--init and --pretrained need a torchvision --backbone (resnet18, ...); compact has no "
-                         "pretrained weights")
-    if backbone != COMPACT and body is not None:
-        raise ValueError("--body shapes the compact backbone only")
-    if init is not None and pretrained:
-        raise ValueError("give --init PATH or --pretrained, not both")
-    body = body or "plain"
-    if body not in BODIES:
-        raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
-    options = Task1Options(strategy, configs_per_step, share_images, distill, body, backbone=backbone, width=width,
-                           allocation=allocation)
-    smallest = min(options.adaptive_spec().build_strategy().group_sizes(batch_size))  # before any download
-    if smallest < world:  # a process with no image of a group would train on a NaN loss
-        raise ValueError(f"--batch-size {batch_size} gives one of our model's configurations {smallest} images "
-                         f"per step, fewer than the {world} processes; raise --batch-size")
-    if pretrained:
-        with ctx.node_first():  # one download per machine; the other processes then read the cache
-            init = pretrained_file(backbone)
-    if init is not None:
-        check_init_file(backbone, init)
-    return replace(options, init=None if init is None else str(init))
 
 
 @app.command()

@@ -128,3 +128,24 @@ def test_precise_batch_norm_touches_only_each_configurations_own_statistics(smal
     assert torch.equal(bn_rgb.running_mean, rgb_before)  # other configurations untouched
     assert torch.equal(first_body_conv(model).weight, shared)  # no weight changes
     assert bn_r.momentum == 0.1 and not model.training
+
+
+def test_train_request_checks_every_option_combination_before_data_work():
+    """train.request is what `cli.py train` calls: bad combinations are one ValueError naming them."""
+    from train.request import TrainRequest
+
+    cases = [(TrainRequest("task1", distill=True), "share their images"),
+             (TrainRequest("task1", models="naive", width=0.7), "--width: options of our model; add adaptive"),
+             (TrainRequest("task2", width=0.7), "apply to task1's model"),
+             (TrainRequest("task1", teacher="naive"), "--teacher applies to task2"),
+             (TrainRequest("task1", models="nope"), "unknown model"),
+             (TrainRequest("task1", batch_size=14), "per step, fewer than the 3 processes"),
+             (TrainRequest("task9"), "unknown task 'task9'")]
+    for request, message in cases:
+        with pytest.raises(ValueError, match=message):
+            request.check(world=3 if request.batch_size == 14 else None)
+    checked = TrainRequest("task2", models="shallow", teacher="none").check()
+    assert checked.models == ["shallow"] and checked.teacher is None
+    checked = TrainRequest("task1", models="adaptive,naive", epochs=3).check()
+    assert checked.models == ["adaptive", "naive"] and checked.options.strategy == "joint"
+    assert TrainRequest("task1").train_config().epochs == 6 and TrainRequest("task2").train_config().epochs == 12
