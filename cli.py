@@ -233,6 +233,8 @@ DEFAULT_ARTIFACTS = Path("artifacts/task1/onnx")
 # Shared by predict, evaluate and bench.
 DEVICE_OPTION = typer.Option(RuntimeDevice.auto, help="auto (CUDA, else CPU), cuda, tensorrt (TensorRT, then CUDA, "
                                                       "then CPU), coreml (CoreML, then CPU) or cpu.")
+PRECISION_OPTION = typer.Option("fp32", help="fp32, or a variant exported with --int8 / --fp16.")
+JSON_OPTION = typer.Option(False, "--json", help="Print JSON instead of text.")
 TRT_FP16_OPTION = typer.Option(False, "--trt-fp16", help="With --device tensorrt: let TensorRT use float16 kernels "
                                                          "(check its top-1 with `evaluate --trt-fp16`).")
 TRT_CACHE_OPTION = typer.Option(None, "--trt-cache-dir", help="With --device tensorrt: engine cache folder (default "
@@ -264,10 +266,10 @@ def predict(
                                                       "used. Default: RGB."),
     top_k: int = typer.Option(5, min=1, help="Classes to list per image."),
     device: RuntimeDevice = DEVICE_OPTION,
-    precision: str = typer.Option("fp32", help="fp32, or a variant exported with --int8 / --fp16."),
+    precision: str = PRECISION_OPTION,
     trt_fp16: bool = TRT_FP16_OPTION,
     trt_cache_dir: Optional[Path] = TRT_CACHE_OPTION,
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Classify image files with the graph for --channels (all images in one batch)."""
     from dataclasses import asdict
@@ -302,7 +304,7 @@ def evaluate(
     channels: str = typer.Option("all", help="'all' (every exported graph) or a list such as RGB,R."),
     batch_size: int = typer.Option(256, min=1),
     device: RuntimeDevice = DEVICE_OPTION,
-    precision: str = typer.Option("fp32", help="fp32, or a variant exported with --int8 / --fp16."),
+    precision: str = PRECISION_OPTION,
     trt_fp16: bool = typer.Option(False, "--trt-fp16", help="With --device tensorrt: TensorRT's fp16 mode, "
                                                             "validated against the fp32 graphs on the CPU: exits "
                                                             "with an error if top-1 drops more than --max-drop."),
@@ -364,10 +366,10 @@ def bench(
                                                          "<artifacts>/../<model>/best.pt, naive-R/ for naive R); "
                                                          "one given here must be the graphs' own."),
     device: RuntimeDevice = DEVICE_OPTION,
-    precision: str = typer.Option("fp32", help="fp32, or a variant exported with --int8 / --fp16."),
+    precision: str = PRECISION_OPTION,
     trt_fp16: bool = TRT_FP16_OPTION,
     trt_cache_dir: Optional[Path] = TRT_CACHE_OPTION,
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Latency (first call, p50/p90/p99) and throughput of one graph, beside PyTorch eager."""
     from export.eager import eager_forward
@@ -426,7 +428,7 @@ def doctor(
     artifacts: Optional[Path] = typer.Option(None, help="Also create a session on this folder's first graph with "
                                                         "each --device value and report the provider that ran "
                                                         "(TensorRT may build an engine: slow once)."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    json_out: bool = JSON_OPTION,
 ) -> None:
     """Check the onnxruntime install: which package for this platform, providers, CUDA/cuDNN/TensorRT
     libraries, torch's CUDA."""
