@@ -240,7 +240,8 @@ def test_convergence_report_finds_where_the_naive_set_stops_improving(tmp_path, 
         val, test = naive_at[args.epochs]
 
         def entry(seed, test_acc, val_acc, machine):
-            return {"configs": {c: {"test_acc": test_acc(c), "val_acc": val_acc} for c in names}, "seed": seed,
+            return {"configs": {c: {"test_acc": test_acc(c), "val_acc": val_acc, "train_acc": 0.5} for c in names},
+                    "seed": seed,
                     "train_flops": 1e14, "machine": machine}
         return {"naive": [entry(s, lambda c: test, val, "box A") for s in seeds],
                 "ours": [entry(s, lambda c: ours_at[args.epochs] - (.02 if c == "B" and args.epochs == 32 else 0),
@@ -251,7 +252,7 @@ def test_convergence_report_finds_where_the_naive_set_stops_improving(tmp_path, 
     text = task1_real.convergence_report(args, [8, 16, 32])
     assert "--budgets 8,16,32 --image-size 32 --seeds 0,1 --train-per-class 50" in text
     assert "Machine: box A; not recorded" in text
-    assert "| 8 | 0,1 | 0.300 | 0.290 | 0.400 | +11.0 | 7/7 | RGB +11.0 | 1.0000× |" in text
+    assert "| 8 | 0,1 | 0.300 | 0.290 | 0.400 | +11.0 | 7/7 | RGB +11.0 | 0.500 / 0.500 | 1.0000× |" in text
     assert "| 16 (naive converged) | 0,1 | 0.360 | 0.350 | 0.410 | +6.0 | 7/7 |" in text
     assert "| 32 | 0,1 | 0.362 | 0.360 | 0.357 | -0.3 | 6/7 | B -2.0 |" in text
     assert "The naive set converges at 16 epochs" in text and "ours − naive is +6.0 points" in text
