@@ -21,7 +21,6 @@ It is written next to ``DIR`` and renamed into place, so ``DIR`` is never half-b
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -263,10 +262,6 @@ def _write_selftest(staging: Path, graphs: list[tuple[ChannelConfig, str]], size
 # --- the bundle -----------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _check_destination(out: Path) -> None:
     """``out`` may be new, empty, or an earlier bundle (replaced); anything else is refused, not deleted."""
     if out.exists() and not out.is_dir():
@@ -398,7 +393,7 @@ def build_web_bundle(export_dir: "str | os.PathLike[str]", out: "str | os.PathLi
                            "pillow_vertical_first": pillow_major >= PILLOW_VERTICAL_FIRST_SINCE},
             "orientation_probes": probes,
             "selftest": {"cases": SELFTEST_CASES, "tolerance": TOLERANCE},
-            "files": {name: {"size": p.stat().st_size, "sha256": _sha256(p)} for name, p in files.items()},
+            "files": {name: {"size": p.stat().st_size, "sha256": contract.sha256_file(p)} for name, p in files.items()},
         }
         write_synced(staging / BUNDLE_INFO, (json.dumps(info, indent=2) + "\n").encode())
         sizes = {name: p.stat().st_size for name, p in files.items()}
