@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 from train.data.mixing import BatchMix, check_mix
-from train.strategies import ConfigGroup, JointConfigs
+from train.strategies import ConfigGroup, JointStrategy
 
 
 def _groups(n=8, classes=5):
@@ -59,7 +59,7 @@ def test_a_group_of_one_image_is_left_as_it_is():
 def test_the_loss_uses_the_mixed_targets():
     groups = BatchMix("mixup", 1.0, 5)(_groups())
     model = lambda x, config: x.flatten(1)[:, :5]  # noqa: E731 (logits that depend on the inputs)
-    result = JointConfigs().loss(model, groups, label_smoothing=0.0)
+    result = JointStrategy().loss(model, groups, label_smoothing=0.0)
     expected = torch.stack([F.cross_entropy(model(g.inputs, g.config), g.targets) for g in groups]).mean()
     assert torch.allclose(result.loss, expected)
 
@@ -84,7 +84,7 @@ def test_fit_refuses_mixing_with_in_place_distillation(tmp_path, synthetic_datas
     from train.engine import RunSpec, TrainConfig, fit
     from train.models import create_model
 
-    spec = RunSpec("adaptive", "adaptive", {}, strategy_options={"share_images": True, "distill": True})
+    spec = RunSpec("adaptive", "adaptive", {}, strategy="distill")
     model = create_model("adaptive", num_classes=synthetic_dataset.num_classes)
     with pytest.raises(ValueError, match="--mix cutmix with --distill"):
         fit(model, spec, synthetic_dataset, tmp_path, TrainConfig(epochs=1, mix="cutmix"), "task1", log=lambda _: None)

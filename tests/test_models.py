@@ -221,18 +221,18 @@ def test_grouped_batch_refuses_per_configuration_weights_it_cannot_slice():
 def test_joint_steps_run_the_body_once_unless_asked_per_group(monkeypatch):
     from train.data import SplitTensors
     from train.data.cache import Split
-    from train.strategies import JointConfigs
+    from train.strategies import JointStrategy
 
     rng = np.random.default_rng(0)
     split = SplitTensors(Split(rng.integers(0, 256, (70, 16, 16, 3), dtype=np.uint8), np.arange(70) % 10))
-    groups = next(JointConfigs().steps(split, 70, torch.Generator().manual_seed(0)))
+    groups = next(JointStrategy().steps(split, 70, torch.Generator().manual_seed(0)))
     model = create_model("adaptive", num_classes=10, **TINY_ADAPTIVE).train()
     calls = []
     monkeypatch.setattr(model.body, "forward", lambda x: calls.append(len(x)) or torch.zeros(len(x), 10))
-    JointConfigs().loss(model, groups, 0.1)
+    JointStrategy().loss(model, groups, 0.1)
     assert calls == [70]
     calls.clear()
-    JointConfigs(grouped=False).loss(model, groups, 0.1)
+    JointStrategy(grouped=False).loss(model, groups, 0.1)
     assert calls == [10] * 7
     # The default describes itself as before the option existed, so earlier checkpoints resume.
-    assert "grouped" not in JointConfigs().describe() and JointConfigs(grouped=False).describe()["grouped"] is False
+    assert "grouped" not in JointStrategy().describe() and JointStrategy(grouped=False).describe()["grouped"] is False

@@ -1,6 +1,12 @@
 """The training strategies: which configurations each step trains, on which images, with which targets."""
 from __future__ import annotations
 
+import hashlib
+import itertools
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +17,8 @@ from train.data import SplitTensors
 from train.data.cache import Dataset, Split
 from train.engine import RunSpec, TrainConfig, fit
 from train.models import create_model
-from train.strategies import FixedConfig, JointConfigs, SampledConfig, build_strategy, sandwich_configs
+from train.strategies import (DistillStrategy, FixedConfig, JointStrategy, SampledConfig, SandwichStrategy,
+                               SharedStrategy, build_strategy, sandwich_configs)
 from train.task1 import Task1Options
 
 from conftest import TINY_ADAPTIVE
@@ -27,7 +34,7 @@ def _id_split(n: int = 70, size: int = 16) -> SplitTensors:
 
 def test_joint_epoch_shows_every_image_once_to_every_configuration():
     split = _id_split()
-    strategy = JointConfigs()
+    strategy = JointStrategy()
     steps = list(strategy.steps(split, 70, torch.Generator().manual_seed(0)))
     assert len(steps) == strategy.steps_per_epoch(len(split), 70) == 7
     seen = {c.name: [] for c in ALL_CONFIGS}
@@ -44,7 +51,7 @@ def test_joint_epoch_shows_every_image_once_to_every_configuration():
 
 def test_shared_images_give_every_configuration_the_same_crop():
     split = _id_split()
-    groups = next(JointConfigs(share_images=True).steps(split, 70, torch.Generator().manual_seed(1)))
+    groups = next(SharedStrategy().steps(split, 70, torch.Generator().manual_seed(1)))
     rgb = groups[0]
     assert rgb.config == RGB
     std = torch.tensor(RGB.std).view(1, 3, 1, 1)
@@ -59,7 +66,7 @@ def test_shared_images_give_every_configuration_the_same_crop():
 
 def test_distillation_target_is_the_detached_rgb_output_of_the_same_images(monkeypatch):
     split = _id_split()
-    strategy = JointConfigs(share_images=True, distill=True)
+    strategy = DistillStrategy()
     groups = next(strategy.steps(split, 70, torch.Generator().manual_seed(0)))
     torch.manual_seed(0)
     model = create_model("adaptive", num_classes=70, **TINY_ADAPTIVE).train()
@@ -94,7 +101,7 @@ def _config_norm_grads(model) -> dict[str, bool]:
 
 
 @pytest.mark.parametrize("strategy,expected", [
-    (JointConfigs(), {c.name for c in ALL_CONFIGS}),
+    (JointStrategy(), {c.name for c in ALL_CONFIGS}),
     (FixedConfig((ChannelConfig("GB"),)), {"GB"}),
 ])
 def test_each_step_updates_the_configurations_it_trains(strategy, expected):
@@ -113,7 +120,7 @@ def test_sandwich_keeps_the_widest_and_a_narrowest_configuration():
     assert all(len(d) == 3 and d[0] == RGB and any(c.num_channels == 1 for c in d) for d in draws)
     assert len({tuple(d) for d in draws}) > 5  # the third one varies
     split = _id_split()
-    strategy = JointConfigs(configs_per_step=3, share_images=True, distill=True)
+    strategy = DistillStrategy(configs_per_step=3)
     assert strategy.precise_bn  # some configurations skip steps
     torch.manual_seed(0)
     model = create_model("adaptive", num_classes=70, **TINY_ADAPTIVE).train()
@@ -126,7 +133,7 @@ def test_sandwich_keeps_the_widest_and_a_narrowest_configuration():
 def test_sandwich_on_own_images_shows_each_image_three_times_per_epoch():
     """``--configs-per-step 3`` alone: three configurations per step, each on its own images (3/7 of the views)."""
     split = _id_split(n=72)
-    strategy = JointConfigs(configs_per_step=3)
+    strategy = SandwichStrategy(configs_per_step=3)
     steps = list(strategy.steps(split, 72, torch.Generator().manual_seed(0)))
     assert len(steps) == strategy.steps_per_epoch(len(split), 72) == 3
     streams: list[list[int]] = [[], [], []]
@@ -141,12 +148,12 @@ def test_sandwich_on_own_images_shows_each_image_three_times_per_epoch():
 def test_inverse_channels_allocation_gives_fewer_channels_more_of_each_step():
     """``--allocation inverse-channels``: views in proportion to 1/channels, the same views per epoch."""
     split = _id_split(n=126)
-    uniform, traded = JointConfigs(), JointConfigs(allocation="inverse-channels")
+    uniform, traded = JointStrategy(), JointStrategy(allocation="inverse-channels")
     assert uniform.group_sizes(126) == [18] * 7
     assert traded.group_sizes(126) == [9, 13, 13, 13, 26, 26, 26]  # RGB, RG, GB, RB, R, G, B
     assert strategies.allocate(10, [1, 1, 1]) == [4, 3, 3] and strategies.allocate(7, [0.5, 0.5]) == [4, 3]
     # Half way (1/sqrt(channels)): RGB 12.8, two channels 15.6, one channel 22.1 of 126, rounded to sum 126.
-    assert JointConfigs(allocation="inverse-sqrt-channels").group_sizes(126) == [13, 16, 16, 15, 22, 22, 22]
+    assert JointStrategy(allocation="inverse-sqrt-channels").group_sizes(126) == [13, 16, 16, 15, 22, 22, 22]
     steps = list(traded.steps(split, 126, torch.Generator().manual_seed(0)))
     assert len(steps) == uniform.steps_per_epoch(126, 126) == 7
     seen = {c.name: [] for c in ALL_CONFIGS}
@@ -169,7 +176,7 @@ def test_inverse_channels_allocation_gives_fewer_channels_more_of_each_step():
 def test_allocated_steps_split_across_ranks_into_the_one_process_batch():
     from train.distributed import Shard
 
-    split, strategy = _id_split(n=126), JointConfigs(allocation="inverse-channels")
+    split, strategy = _id_split(n=126), JointStrategy(allocation="inverse-channels")
     whole = next(strategy.steps(split, 126, torch.Generator().manual_seed(0)))
     shares = [next(strategy.steps(split, 126, torch.Generator().manual_seed(0), Shard(r, 2))) for r in range(2)]
     for i, g in enumerate(whole):
@@ -181,9 +188,10 @@ def test_allocated_steps_split_across_ranks_into_the_one_process_batch():
 
 
 @pytest.mark.parametrize("strategy", [
-    FixedConfig((ChannelConfig("RG"),)), SampledConfig(), JointConfigs(), JointConfigs(share_images=True),
-    JointConfigs(configs_per_step=3), JointConfigs(allocation="inverse-sqrt-channels")],
-    ids=["fixed", "sampled", "joint", "shared", "sandwich", "allocated"])
+    FixedConfig((ChannelConfig("RG"),)), SampledConfig(), JointStrategy(), SharedStrategy(),
+    SandwichStrategy(configs_per_step=3), JointStrategy(allocation="inverse-sqrt-channels"),
+    DistillStrategy(configs_per_step=3)],
+    ids=["fixed", "sampled", "joint", "shared", "sandwich", "allocated", "distilled-sandwich"])
 def test_every_rank_trains_its_share_of_the_one_process_batch(strategy):
     """What data parallelism promises on any CPU, exactly: at every step, the ranks' groups are
     the one-process groups' strided shares, same images, configurations, crops and flips."""
@@ -205,32 +213,37 @@ def test_every_rank_trains_its_share_of_the_one_process_batch(strategy):
 
 
 def test_strategy_options_are_checked():
-    with pytest.raises(ValueError, match="share their images"):
-        JointConfigs(distill=True)
-    with pytest.raises(ValueError, match="1 to 7"):
-        JointConfigs(configs_per_step=0)
+    """Each strategy checks its own options' values; the flags that go together only in some
+    combinations are refused where they are mapped to a strategy (Task1Options)."""
+    with pytest.raises(ValueError, match="--distill needs --share-images: .* share their images"):
+        Task1Options(distill=True)
+    for strategy in (SandwichStrategy, SharedStrategy, DistillStrategy):
+        with pytest.raises(ValueError, match="1 to 7"):
+            strategy(configs_per_step=0)
+    with pytest.raises(ValueError, match="distillation needs RGB"):
+        DistillStrategy(ALL_CONFIGS[1:])
     with pytest.raises(ValueError, match="fewer than 2 images"):
-        JointConfigs().group_size(13)
+        JointStrategy().group_size(13)
     with pytest.raises(ValueError, match="unknown training strategy"):
         build_strategy("nope", ALL_CONFIGS)
     assert isinstance(build_strategy("joint", (RGB,)), FixedConfig)  # one configuration: nothing to mix
     assert isinstance(Task1Options(strategy="sampled").adaptive_spec().build_strategy(), SampledConfig)
-    assert not JointConfigs().precise_bn and SampledConfig().precise_bn
+    assert not JointStrategy().precise_bn and SampledConfig().precise_bn
     with pytest.raises(ValueError, match="unknown allocation 'nope'; choose from uniform, inverse-channels, inverse-sqrt-channels"):
-        JointConfigs(allocation="nope")
+        JointStrategy(allocation="nope")
     for bad in ({"share_images": True}, {"configs_per_step": 3}):
         with pytest.raises(ValueError, match="own images"):
-            JointConfigs(allocation="inverse-channels", **bad)
+            Task1Options(allocation="inverse-channels", **bad)
     with pytest.raises(ValueError, match="fewer than 2 images"):
-        JointConfigs(allocation="inverse-channels").group_sizes(14)  # RGB would get 1 of 14
+        JointStrategy(allocation="inverse-channels").group_sizes(14)  # RGB would get 1 of 14
     with pytest.raises(ValueError, match="--configs-per-step, --share-images: options of --strategy joint; not with --strategy sampled"):
         Task1Options(strategy="sampled", configs_per_step=3, share_images=True)
     with pytest.raises(ValueError, match="not with --strategy sampled"):
         Task1Options(strategy="sampled", allocation="inverse-channels")
     assert SampledConfig().group_sizes(128) == [128]
     # The default's description is what checkpoints written before the option hold: they resume.
-    assert "allocation" not in JointConfigs().describe()
-    assert JointConfigs(allocation="inverse-channels").describe()["allocation"] == "inverse-channels"
+    assert "allocation" not in JointStrategy().describe()
+    assert JointStrategy(allocation="inverse-channels").describe()["allocation"] == "inverse-channels"
 
 
 def test_width_narrows_ours_alone_and_leaves_default_checkpoints_alone():
@@ -347,3 +360,124 @@ def test_every_strategy_is_built_by_name_from_the_same_arguments():
         build_strategy("fixed", ALL_CONFIGS)
     with pytest.raises(ValueError, match="sampled strategy draws from all seven"):
         build_strategy("sampled", ALL_CONFIGS[:3])
+
+
+class _ProbeModel(torch.nn.Module):
+    """Logits from each channel's mean, for any configuration: numbers that only the strategy decides
+    (not the network, whose speed work may reorder float sums). Its grouped pass doubles them, so a
+    trace tells which pass the strategy asked for."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 3 * classes).view(3, classes))
+
+    def forward(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
+        return x.mean((2, 3)) @ self.weight[list(config.indices)]
+
+    def forward_groups(self, xs: list[torch.Tensor], configs: list[ChannelConfig]) -> list[torch.Tensor]:
+        return [2 * self(x, c) for x, c in zip(xs, configs)]
+
+
+def _trace(strategy: strategies.TrainingStrategy, split: SplitTensors) -> str:
+    """A digest of three epochs of ``strategy`` from one generator (batches of 28 and 24 in one
+    process, then 28 as rank 1 of 2): each step's groups (configurations, image indices, pixels,
+    weights) and loss, bit for bit, the step counts and sizes, and the generator's state after each epoch."""
+    from train.distributed import Shard
+
+    digest, generator = hashlib.sha256(), torch.Generator().manual_seed(5)
+    model = _ProbeModel(len(split))
+    for batch_size, shard in ((28, Shard()), (24, Shard()), (28, Shard(1, 2))):
+        digest.update(f"{strategy.group_sizes(batch_size)} {strategy.steps_per_epoch(len(split), batch_size)} "
+                      f"{strategy.precise_bn}".encode())
+        for groups in strategy.steps(split, batch_size, generator, shard):
+            for g in groups:
+                digest.update(f"{g.config.name} {float(g.weight).hex()} {g.global_count}".encode())
+                digest.update(g.labels.numpy().tobytes() + g.inputs.numpy().tobytes())
+            digest.update(float(strategy.loss(model, groups, 0.1).loss.detach()).hex().encode())
+        digest.update(generator.get_state().numpy().tobytes())
+    return digest.hexdigest()
+
+
+#: What every ``--strategy joint`` checkpoint held as its strategy at the flags' defaults.
+_EARLIER_JOINT = {"strategy": "joint", "configs_per_step": 7, "share_images": False, "distill": False,
+                  "distill_weight": 0.5, "temperature": 1.0, "configs": [c.name for c in ALL_CONFIGS]}
+
+#: Each flag combination the repo trained when one joint strategy took them all (the rows of
+#: benchmarks/task1_real.py; its step-time probe's per-group pass): Task1Options fields, extra
+#: strategy options, the named strategy they now build, and the :func:`_trace` of the old strategy,
+#: recorded from it (main at b501aae). Its checkpoints held ``_EARLIER_JOINT`` with these options.
+EARLIER_RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
+    "joint": ({}, {}, "joint",
+        "91151cddcfe272c2164bd3b2dd75f3c8b2d6cec5ff45c8c24e146f2723727f84"),
+    "joint-per-group": ({}, {"grouped": False}, "joint",
+        "78d884b4b549ddbab9d25537a11b63a3e19932d0f0df30d05edc3fc7a3cbb95b"),
+    "joint-shared": ({"share_images": True}, {}, "shared",
+        "afbe550766edcdc60e07998a66faafd7230f526e399783d93020ff8e5fa30b5c"),
+    "joint-distill": ({"share_images": True, "distill": True}, {}, "distill",
+        "ba8bc25af5362ecd7cce841fbc2b6d2308917446ac0618e1aa56fa301c1ccc85"),
+    "sandwich-own": ({"configs_per_step": 3}, {}, "sandwich",
+        "efcaae48853cad8c551a8b21cd52759c89b069868f488c8649f4003ffd7f08f8"),
+    "sandwich-shared": ({"configs_per_step": 3, "share_images": True}, {}, "shared",
+        "9fb5e054d8afa4ececafe01cbc5248c8325469ac40196833d53dd6346748768f"),
+    "sandwich": ({"configs_per_step": 3, "share_images": True, "distill": True}, {}, "distill",
+        "4bb87e079fc1e7675d1621bea729d99ab9f9fb69cc907eab3312a5c7ea4e3778"),
+    "inverse-channels": ({"allocation": "inverse-channels"}, {}, "joint",
+        "0aa0a760b314adaa329f1e8aa1cfbc24d09ad6761def6a3c22edff0919eb8c9a"),
+    "inverse-sqrt-channels": ({"allocation": "inverse-sqrt-channels"}, {}, "joint",
+        "ddd28fbeeeb143369ee6330805e521310f379ccf3073f311158ce0feb7cc0bfc"),
+}
+
+
+def _earlier_recipe(key: str) -> strategies.TrainingStrategy:
+    flags, extra, _, _ = EARLIER_RECIPES[key]
+    spec = Task1Options(**flags).adaptive_spec()
+    return replace(spec, strategy_options={**spec.strategy_options, **extra}).build_strategy()
+
+
+@pytest.mark.parametrize("key", EARLIER_RECIPES)
+def test_each_earlier_flag_combination_trains_bit_for_bit_as_before(key):
+    """The named strategy the flags build draws the same images, crops, configurations and weights
+    in the same order from the generator, and scores each step with the same loss, as the one joint
+    strategy did; and describes itself as its checkpoints did."""
+    flags, extra, name, digest = EARLIER_RECIPES[key]
+    strategy = _earlier_recipe(key)
+    assert strategy.name == name
+    assert _trace(strategy, _id_split(n=65)) == digest
+    assert strategy.describe() == {**_EARLIER_JOINT, **flags, **extra}
+
+
+def test_earlier_checkpoints_resume_under_their_flags_alone():
+    """--resume compares the checkpoint's strategy with the run's: each earlier checkpoint resumes
+    under the flags it was trained with, and under no other combination."""
+    from train.checkpoint import CheckpointError, check_resumable
+    from train.engine import checkpoint_meta
+
+    cfg, dataset = TrainConfig(), Dataset("d", ["a", "b"], 16, {}, "fp")
+    meta = lambda strategy: {**checkpoint_meta(RunSpec("adaptive", "adaptive"), dataset, "task1"),  # noqa: E731
+                             "strategy": strategy}
+    for key, (flags, extra, _, _) in EARLIER_RECIPES.items():
+        earlier = {**meta({**_EARLIER_JOINT, **flags, **extra}), "train_config": asdict(cfg)}
+        for other in EARLIER_RECIPES:
+            run = meta(_earlier_recipe(other).describe())
+            if other == key:
+                check_resumable(earlier, Path("last.pt"), cfg, run, dataset)
+            else:
+                with pytest.raises(CheckpointError, match="different settings"):
+                    check_resumable(earlier, Path("last.pt"), cfg, run, dataset)
+
+
+@pytest.mark.parametrize("strategy_type, options", [
+    (JointStrategy, {"allocation": list(strategies.ALLOCATIONS)}),
+    (SandwichStrategy, {"configs_per_step": [1, 3, 7]}),
+    (SharedStrategy, {"configs_per_step": [None, 1, 3, 7]}),
+    (DistillStrategy, {"configs_per_step": [None, 1, 3, 7], "temperature": [1.0, 4.0]}),
+])
+def test_any_value_of_a_strategys_option_goes_with_any_of_another(strategy_type, options):
+    """No strategy checks one option against another: every combination of its options builds and trains."""
+    split, model = _id_split(n=65), _ProbeModel(65)
+    values = {**options, "grouped": [True, False]}
+    for combination in itertools.product(*values.values()):
+        strategy = build_strategy(strategy_type.name, ALL_CONFIGS, **dict(zip(values, combination)))
+        groups = next(strategy.steps(split, 28, torch.Generator().manual_seed(0)))
+        assert len(groups) == len(strategy.group_sizes(28)) and all(len(g.labels) >= 2 for g in groups)
+        assert torch.isfinite(strategy.loss(model, groups, 0.1).loss)

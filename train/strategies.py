@@ -1,27 +1,36 @@
 """Training strategies: which channel configurations each step trains, on which images, with which loss.
 
-``engine.fit`` runs the plain loop (optimizer, schedule, checkpoints); a strategy decides
-what one step is. Strategies are looked up by name, so a new method is a new class here,
-not a branch in ``fit``.
+``engine.fit`` runs the plain loop (optimizer, schedule, checkpoints); a strategy decides what one
+step is. Strategies are built by name (``build_strategy(name, configs, **options)``), so a new
+method is a new class here, not a branch in ``fit``.
 
 - ``fixed``: one configuration for every batch (the naive and task-2 models).
 - ``sampled``: one configuration per batch, drawn by ChannelViT's hierarchical rule (a
   channel count uniformly, then a subset of that size). Every image is seen once per
   epoch; R, G and B each get a ninth of the batches.
-- ``joint`` (our default for the any-channel model): every step trains several
-  configurations, each on its own group of images, gradients summed into one update. With
-  all seven per step, an epoch shows every image once *to every configuration*: exactly the
-  (image, configuration) pairs the seven per-configuration models see, so the compute
-  matches theirs, but one shared network takes all the updates. Options give the
-  slimmable-network variants: the groups share their images (``share_images``), and the
-  subsets also learn from the RGB logits of those images (``distill``, in-place
-  distillation, Yu & Huang 2019), or fewer configurations per step chosen by the
-  sandwich rule, or a step's views split unevenly between configurations (``allocation``).
+
+The others train several configurations per step, each on its own group of images, gradients
+summed into one update. Each is a :class:`ComposedStrategy` of three parts: which configurations
+(:class:`EveryConfig`, :class:`SandwichDraw`), which images (:class:`OwnImages`,
+:class:`SharedImages`, :class:`AllocatedImages`) and what each group learns from
+(:class:`LabelLoss`, :class:`InPlaceDistillation`).
+
+- ``joint`` (our default for the any-channel model): every configuration every step, each group
+  on its own images. With all seven, an epoch shows every image once *to every configuration*:
+  exactly the (image, configuration) pairs the seven per-configuration models see, so the compute
+  matches theirs, but one shared network takes all the updates. ``allocation`` splits a step's
+  views unevenly between the configurations.
+- ``sandwich``: fewer configurations per step, chosen by the sandwich rule, each on its own images.
+- ``shared`` and ``distill``, the slimmable-network variants: the groups share their images and
+  crops; with ``distill`` the subsets also learn from the RGB logits of those images (in-place
+  distillation, Yu & Huang 2019). Every configuration per step, or the sandwich rule's few.
+
+Task 1's flags (``--strategy joint`` and its options) name one of these in ``train.task1.Task1Options``.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 import torch
 import torch.nn as nn
@@ -229,7 +238,7 @@ class _OneGroupPerStep:
 
     def loss(self, model: nn.Module, groups: list[ConfigGroup], label_smoothing: float,
              loss_fn: LossFn | None = None) -> StepResult:
-        return _mean_loss(model, groups, loss_fn or _cross_entropy(label_smoothing))
+        return _step_loss(model, groups, LabelLoss(), label_smoothing, loss_fn)
 
 
 @dataclass
@@ -279,136 +288,334 @@ class SampledConfig(_OneGroupPerStep):
         return {"strategy": self.name, "sampling": "hierarchical"}
 
 
-@dataclass
-class JointConfigs:
-    """Several configurations per step, each a group of ``batch_size // configs_per_step`` images.
+# A strategy that trains several configurations per step is three parts: which configurations a
+# step trains, which images each group sees, and what each group learns from. The named
+# strategies below combine them so that any value of one option goes with any of another.
 
-    - ``configs_per_step``: all seven (default), or fewer drawn by the sandwich rule.
-    - ``share_images``: the groups see the same images and crops (needed for ``distill``);
-      otherwise each group draws from its own permutation of the training set, so the step's
-      gradients come from ``batch_size`` different images.
-    - ``distill``: the subsets' loss is ``(1 - w) * CE(labels) + w * T^2 * KL(RGB logits, detached)``.
-    - ``allocation`` (a key of :data:`ALLOCATIONS`): how the step's views are split between
-      the configurations; ``uniform`` gives each ``batch_size // configs_per_step``. Another
-      rule (all seven per step, own images only) draws each group from an endless stream of
-      permutations, and the step's loss is the mean over its views, so a configuration with
-      more views gets more of the update.
 
-    An epoch is one pass of each group's permutation: every image is seen
-    ``configs_per_step`` times, and with all seven, once by each configuration. Under another
-    allocation an epoch has as many steps and views, and a configuration sees each image in
-    proportion to its share. (Every step is full, so when the image count is not a multiple of
-    the uniform group size, such an epoch has a few more views than a uniform one.)
-    """
+class ConfigChoice(Protocol):
+    """Which configurations each step trains."""
 
-    configs: tuple[ChannelConfig, ...] = ALL_CONFIGS
-    configs_per_step: int = len(ALL_CONFIGS)
-    share_images: bool = False
-    distill: bool = False
-    distill_weight: float = 0.5
-    temperature: float = 1.0
-    allocation: str = "uniform"
-    #: One pass of the shared body over all groups (the model's ``forward_groups``), instead of one per group.
-    grouped: bool = True
-    name: str = "joint"
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.configs_per_step <= len(self.configs):
-            raise ValueError(f"configs per step must be 1 to {len(self.configs)}, got {self.configs_per_step}")
-        if self.distill and not self.share_images:
-            raise ValueError("distillation needs the groups to share their images (share_images)")
-        if self.distill and self.configs[0].num_channels != 3:
-            raise ValueError("distillation needs RGB, the teacher, among the configurations")
-        if self.allocation not in ALLOCATIONS:
-            raise ValueError(f"unknown allocation {self.allocation!r}; choose from {', '.join(ALLOCATIONS)}")
-        if self.allocation != "uniform" and (self.share_images or self._sampled):
-            raise ValueError(f"allocation {self.allocation} splits the views of a step that trains every "
-                             "configuration on its own images: not with --share-images or --configs-per-step "
-                             f"below {len(self.configs)}")
+    configs: tuple[ChannelConfig, ...]
 
     @property
-    def _sampled(self) -> bool:
-        """Whether each step draws its configurations (fewer per step than the model has)."""
-        return self.configs_per_step < len(self.configs)
+    def per_step(self) -> int:
+        """How many configurations, so groups, each step trains."""
+
+    @property
+    def skips(self) -> bool:
+        """Whether some configurations skip steps (then fit recomputes their batch-norm statistics)."""
+
+    def draw(self, generator: torch.Generator) -> list[ChannelConfig]:
+        """The next step's configurations, in ``configs``' order."""
+
+
+@dataclass(frozen=True)
+class EveryConfig:
+    """Every configuration, every step."""
+
+    configs: tuple[ChannelConfig, ...]
+
+    @property
+    def per_step(self) -> int:
+        return len(self.configs)
+
+    @property
+    def skips(self) -> bool:
+        return False
+
+    def draw(self, generator: torch.Generator) -> list[ChannelConfig]:
+        return list(self.configs)  # nothing drawn: the generator's stream is the images' alone
+
+
+@dataclass(frozen=True)
+class SandwichDraw:
+    """``per_step`` configurations each step by the sandwich rule (:func:`sandwich_configs`): RGB,
+    a one-channel one and the rest at random; all of them when ``per_step`` is their number."""
+
+    configs: tuple[ChannelConfig, ...]
+    per_step: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.per_step <= len(self.configs):
+            raise ValueError(f"configs per step must be 1 to {len(self.configs)}, got {self.per_step}")
+
+    @property
+    def skips(self) -> bool:
+        return self.per_step < len(self.configs)
+
+    def draw(self, generator: torch.Generator) -> list[ChannelConfig]:
+        return sandwich_configs(self.per_step, generator, self.configs)
+
+
+def choose_configs(configs: tuple[ChannelConfig, ...], per_step: int | None) -> ConfigChoice:
+    """Every configuration each step (``per_step`` None), else ``per_step`` of them by the sandwich rule."""
+    return EveryConfig(configs) if per_step is None else SandwichDraw(configs, per_step)
+
+
+class GroupImages(Protocol):
+    """Which images each group of a step sees, over one epoch."""
+
+    def group_sizes(self, group_size: int, choice: ConfigChoice) -> list[int]:
+        """The images in each group of a step whose equal split gives ``group_size`` to each."""
+
+    def epoch(self, split: SplitTensors, sizes: list[int], steps: int, generator: torch.Generator, shard: Shard,
+              choose: Callable[[], list[ChannelConfig]]) -> Iterator[list[ConfigGroup]]:
+        """One epoch of at most ``steps`` steps, groups of ``sizes`` images; ``choose()`` draws each
+        step's configurations."""
+
+    def describe(self) -> dict[str, Any]:
+        """These options, as :meth:`ComposedStrategy.describe` words them."""
+
+
+def _slices(orders: list[torch.Tensor], size: int, choose: Callable[[], list[ChannelConfig]]
+            ) -> Iterator[tuple[list[ChannelConfig], list[torch.Tensor]]]:
+    """Each step's configurations and next ``size`` images of each of ``orders``.
+
+    A step with a slice under the 2 images batch norm needs is skipped after its configurations
+    are drawn: the generator's stream stays the one earlier runs drew.
+    """
+    for start in range(0, len(orders[0]), size):
+        configs = choose()
+        chunks = [order[start : start + size] for order in orders]
+        if min(len(c) for c in chunks) >= 2:
+            yield configs, chunks
+
+
+class _EqualGroups:
+    """Groups of one size: a step's views split evenly between its configurations."""
+
+    def group_sizes(self, group_size: int, choice: ConfigChoice) -> list[int]:
+        return [group_size] * choice.per_step
+
+
+class OwnImages(_EqualGroups):
+    """Each group its own permutation of the training set: a step's gradients come from as many
+    different images as it has views, and an epoch shows every image once to each group."""
+
+    def epoch(self, split: SplitTensors, sizes: list[int], steps: int, generator: torch.Generator, shard: Shard,
+              choose: Callable[[], list[ChannelConfig]]) -> Iterator[list[ConfigGroup]]:
+        orders = [torch.randperm(len(split), generator=generator) for _ in sizes]
+        for configs, chunks in _slices(orders, sizes[0], choose):
+            yield [_group(split, idx, c, generator, shard) for idx, c in zip(chunks, configs)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"share_images": False}
+
+
+class SharedImages(_EqualGroups):
+    """One permutation for all groups, and one crop and flip: a step's configurations see the same pixels."""
+
+    def epoch(self, split: SplitTensors, sizes: list[int], steps: int, generator: torch.Generator, shard: Shard,
+              choose: Callable[[], list[ChannelConfig]]) -> Iterator[list[ConfigGroup]]:
+        order = torch.randperm(len(split), generator=generator)
+        for configs, (idx,) in _slices([order], sizes[0], choose):
+            # One crop and flip for all groups: a distillation target describes the same pixels.
+            shared = _augmented(split, idx, generator, shard)
+            yield [_group(split, idx, c, generator, shard, shared) for c in configs]
+
+    def describe(self) -> dict[str, Any]:
+        return {"share_images": True}
+
+
+@dataclass(frozen=True)
+class AllocatedImages:
+    """For a step that trains every configuration: each its share of the step's views by
+    ``allocation`` (a key of :data:`ALLOCATIONS`), from its own endless stream of permutations.
+
+    An epoch has as many steps and views as the equal split's, and a configuration sees each image
+    in proportion to its share; each group's weight makes the step's loss the mean over its views,
+    so a configuration with more views gets more of the update. (Every step is full: when the image
+    count is not a multiple of the equal group size, such an epoch has a few more views.)
+    """
+
+    allocation: str
+
+    def __post_init__(self) -> None:
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"unknown allocation {self.allocation!r}; choose from {', '.join(ALLOCATIONS)}")
+
+    def group_sizes(self, group_size: int, choice: ConfigChoice) -> list[int]:
+        weights = [ALLOCATIONS[self.allocation](c) for c in choice.configs]
+        return allocate(group_size * len(choice.configs), weights)
+
+    def epoch(self, split: SplitTensors, sizes: list[int], steps: int, generator: torch.Generator, shard: Shard,
+              choose: Callable[[], list[ChannelConfig]]) -> Iterator[list[ConfigGroup]]:
+        streams = [_ImageStream(len(split), generator) for _ in sizes]
+        for _ in range(steps):
+            groups = [_group(split, stream.take(size), c, generator, shard)
+                      for stream, size, c in zip(streams, sizes, choose())]
+            for g, size in zip(groups, sizes):
+                g.weight *= size * len(sizes) / sum(sizes)  # the mean over groups becomes the mean over views
+            yield groups
+
+    def describe(self) -> dict[str, Any]:
+        return {"share_images": False, "allocation": self.allocation}
+
+
+class GroupObjective(Protocol):
+    """What each group of a step learns from, given every group's logits."""
+
+    #: Whether a group learns from another group's logits: then mixing images (``--mix``) cannot serve it.
+    distills: bool
+
+    def losses(self, logits: list[torch.Tensor], groups: list[ConfigGroup], criterion: LossFn,
+               label_smoothing: float) -> list[torch.Tensor]:
+        """Each group's loss; ``criterion`` is cross-entropy or the run's ``loss_fn``."""
+
+    def describe(self) -> dict[str, Any]:
+        """These options, as :meth:`ComposedStrategy.describe` words them."""
+
+
+class LabelLoss:
+    """Each group learns from its own labels (or mixed targets) alone."""
+
+    distills = False
+
+    def losses(self, logits: list[torch.Tensor], groups: list[ConfigGroup], criterion: LossFn,
+               label_smoothing: float) -> list[torch.Tensor]:
+        return [criterion(lg, g.loss_targets, g.inputs, g.config) for lg, g in zip(logits, groups)]
+
+    def describe(self) -> dict[str, Any]:
+        # Descriptions have always listed distillation's settings, at their defaults when it is off.
+        return {"distill": False, **asdict(InPlaceDistillation())}
+
+
+@dataclass(frozen=True)
+class InPlaceDistillation:
+    """In-place distillation (Yu & Huang 2019): RGB learns from its labels, each other group from
+    ``(1 - distill_weight) * CE(labels) + distill_weight * T^2 * KL(RGB logits, detached)``.
+
+    For groups that share their images, RGB among every step's configurations (the sandwich rule keeps it).
+    """
+
+    distill_weight: float = 0.5
+    temperature: float = 1.0
+    distills: ClassVar[bool] = True
+
+    def losses(self, logits: list[torch.Tensor], groups: list[ConfigGroup], criterion: LossFn,
+               label_smoothing: float) -> list[torch.Tensor]:
+        # The RGB prediction of the same images, as a fixed target.
+        teacher = next(lg for lg, g in zip(logits, groups) if g.config.num_channels == 3).detach()
+        return [criterion(lg, g.loss_targets, g.inputs, g.config) if g.config.num_channels == 3
+                else distillation_loss(lg, teacher, g.loss_targets, self.distill_weight, self.temperature,
+                                       label_smoothing)
+                for lg, g in zip(logits, groups)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"distill": True, **asdict(self)}
+
+
+class ComposedStrategy:
+    """Several configurations per step, each on a group of images, their gradients summed into one
+    update: ``choice`` picks a step's configurations, ``images`` each group's images, ``objective``
+    what each group learns from. Groups hold ``batch_size // configurations per step`` images unless
+    ``images`` splits the views otherwise.
+    """
+
+    name: str
+
+    def __init__(self, choice: ConfigChoice, images: GroupImages, objective: GroupObjective,
+                 grouped: bool = True) -> None:
+        self.choice, self.images, self.objective = choice, images, objective
+        #: One pass of the shared body over all groups (the model's ``forward_groups``), instead of one per group.
+        self.grouped = grouped
+
+    @property
+    def configs(self) -> tuple[ChannelConfig, ...]:
+        return self.choice.configs
 
     @property
     def precise_bn(self) -> bool:
         """Only when some configurations skip steps: otherwise every running average moves every step."""
-        return self._sampled
+        return self.choice.skips
+
+    @property
+    def distill(self) -> bool:
+        """Whether a group learns from another's logits (in-place distillation), which mixing cannot serve."""
+        return self.objective.distills
 
     def group_size(self, batch_size: int) -> int:
-        return _check_group_sizes([batch_size // self.configs_per_step], batch_size, self.configs_per_step)[0]
+        """The images of each group when a step's views are split evenly."""
+        per_step = self.choice.per_step
+        return _check_group_sizes([batch_size // per_step], batch_size, per_step)[0]
 
     def group_sizes(self, batch_size: int) -> list[int]:
-        size = self.group_size(batch_size)
-        if self.allocation == "uniform":
-            return [size] * self.configs_per_step
-        weights = [ALLOCATIONS[self.allocation](c) for c in self.configs]
-        return _check_group_sizes(allocate(size * len(self.configs), weights), batch_size, len(self.configs))
+        sizes = self.images.group_sizes(self.group_size(batch_size), self.choice)
+        return _check_group_sizes(sizes, batch_size, len(sizes))
 
     def steps_per_epoch(self, images: int, batch_size: int) -> int:
         return len(range(0, images, self.group_size(batch_size)))
 
     def steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator,
               shard: Shard = Shard()) -> Iterator[list[ConfigGroup]]:
-        if self.allocation != "uniform":
-            yield from self._allocated_steps(split, batch_size, generator, shard)
-            return
-        size = self.group_size(batch_size)
-        n = len(split)
-        orders = [torch.randperm(n, generator=generator)
-                  for _ in range(1 if self.share_images else self.configs_per_step)]
-        for start in range(0, n, size):
-            configs = (sandwich_configs(self.configs_per_step, generator, self.configs) if self._sampled
-                       else list(self.configs))
-            if self.share_images:
-                idx = orders[0][start : start + size]
-                if len(idx) < 2:
-                    continue
-                # One crop and flip for all groups: the distillation target describes the same pixels.
-                shared = _augmented(split, idx, generator, shard)
-                yield [_group(split, idx, c, generator, shard, shared) for c in configs]
-            else:
-                chunks = [order[start : start + size] for order in orders]
-                if min(len(c) for c in chunks) < 2:
-                    continue
-                yield [_group(split, idx, c, generator, shard) for idx, c in zip(chunks, configs)]
-
-    def _allocated_steps(self, split: SplitTensors, batch_size: int, generator: torch.Generator,
-                         shard: Shard) -> Iterator[list[ConfigGroup]]:
-        sizes = self.group_sizes(batch_size)
-        streams = [_ImageStream(len(split), generator) for _ in self.configs]
-        for _ in range(self.steps_per_epoch(len(split), batch_size)):
-            groups = [_group(split, stream.take(size), c, generator, shard)
-                      for stream, size, c in zip(streams, sizes, self.configs)]
-            for g, size in zip(groups, sizes):
-                g.weight *= size * len(sizes) / sum(sizes)  # the mean over groups becomes the mean over views
-            yield groups
+        yield from self.images.epoch(split, self.group_sizes(batch_size), self.steps_per_epoch(len(split), batch_size),
+                                     generator, shard, lambda: self.choice.draw(generator))
 
     def loss(self, model: nn.Module, groups: list[ConfigGroup], label_smoothing: float,
              loss_fn: LossFn | None = None) -> StepResult:
-        criterion = loss_fn or _cross_entropy(label_smoothing)
-        if not self.distill:
-            return _mean_loss(model, groups, criterion, self.grouped)
-        logits = group_logits(model, groups, self.grouped)
-        teacher = next((lg for lg, g in zip(logits, groups) if g.config.num_channels == 3), None)
-        losses = []
-        for lg, g in zip(logits, groups):
-            if teacher is None or g.config.num_channels == 3:
-                losses.append(criterion(lg, g.loss_targets, g.inputs, g.config))
-            else:  # the RGB prediction of the same images, as a fixed target
-                losses.append(distillation_loss(lg, teacher.detach(), g.loss_targets, self.distill_weight,
-                                                self.temperature, label_smoothing))
-        return StepResult(_weighted_mean(losses, groups), groups, logits)
+        return _step_loss(model, groups, self.objective, label_smoothing, loss_fn, self.grouped)
 
     def describe(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if not k.startswith("_") and k != "configs"}
-        if self.allocation == "uniform":
-            del out["allocation"]  # as before the option existed: earlier checkpoints still resume
-        if self.grouped:
-            del out["grouped"]  # the same training up to float error: earlier checkpoints resume grouped
-        out["configs"] = [c.name for c in self.configs]
-        return {"strategy": self.name, **{k: v for k, v in out.items() if k != "name"}}
+        """The options, worded as ``--strategy joint`` and its flags: checkpoints have held this
+        since one joint strategy took them all, and ``--resume`` compares it, so theirs resume."""
+        out = {"strategy": "joint", "configs_per_step": self.choice.per_step, **self.images.describe(),
+               **self.objective.describe()}
+        if not self.grouped:
+            out["grouped"] = False  # the same training up to float error: earlier checkpoints resume grouped
+        return {**out, "configs": [c.name for c in self.configs]}
+
+
+class JointStrategy(ComposedStrategy):
+    """Every configuration every step, each group on its own images: our default.
+
+    With all seven, an epoch shows every image once to every configuration: exactly the (image,
+    configuration) pairs the seven per-configuration models see. ``allocation`` other than
+    ``uniform`` splits each step's views unevenly instead (:class:`AllocatedImages`).
+    """
+
+    name = "joint"
+
+    def __init__(self, configs: tuple[ChannelConfig, ...] = ALL_CONFIGS, allocation: str = "uniform",
+                 grouped: bool = True) -> None:
+        images = OwnImages() if allocation == "uniform" else AllocatedImages(allocation)
+        super().__init__(EveryConfig(configs), images, LabelLoss(), grouped)
+
+
+class SandwichStrategy(ComposedStrategy):
+    """``configs_per_step`` configurations per step by the sandwich rule, each on its own images:
+    every image is seen ``configs_per_step`` times per epoch."""
+
+    name = "sandwich"
+
+    def __init__(self, configs: tuple[ChannelConfig, ...] = ALL_CONFIGS, configs_per_step: int = 3,
+                 grouped: bool = True) -> None:
+        super().__init__(SandwichDraw(configs, configs_per_step), OwnImages(), LabelLoss(), grouped)
+
+
+class SharedStrategy(ComposedStrategy):
+    """The groups of a step share their images and crops (the slimmable-network recipe): every
+    configuration, or ``configs_per_step`` of them by the sandwich rule."""
+
+    name = "shared"
+
+    def __init__(self, configs: tuple[ChannelConfig, ...] = ALL_CONFIGS, configs_per_step: int | None = None,
+                 grouped: bool = True) -> None:
+        super().__init__(choose_configs(configs, configs_per_step), SharedImages(), LabelLoss(), grouped)
+
+
+class DistillStrategy(ComposedStrategy):
+    """As ``shared``, and the subsets also learn from the RGB logits of the same images
+    (:class:`InPlaceDistillation`)."""
+
+    name = "distill"
+
+    def __init__(self, configs: tuple[ChannelConfig, ...] = ALL_CONFIGS, configs_per_step: int | None = None,
+                 distill_weight: float = 0.5, temperature: float = 1.0, grouped: bool = True) -> None:
+        if configs[0].num_channels != 3:
+            raise ValueError("distillation needs RGB, the teacher, among the configurations")
+        super().__init__(choose_configs(configs, configs_per_step), SharedImages(),
+                         InPlaceDistillation(distill_weight, temperature), grouped)
 
 
 def _batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
@@ -425,9 +632,11 @@ def group_logits(model: nn.Module, groups: list[ConfigGroup], grouped: bool = Tr
     return [model(g.inputs, g.config) for g in groups]
 
 
-def _mean_loss(model: nn.Module, groups: list[ConfigGroup], criterion: LossFn, grouped: bool = True) -> StepResult:
+def _step_loss(model: nn.Module, groups: list[ConfigGroup], objective: GroupObjective, label_smoothing: float,
+               loss_fn: LossFn | None, grouped: bool = True) -> StepResult:
+    """Forward every group; the step's loss is the mean of ``objective``'s losses over the groups."""
     logits = group_logits(model, groups, grouped)
-    losses = [criterion(lg, g.loss_targets, g.inputs, g.config) for lg, g in zip(logits, groups)]
+    losses = objective.losses(logits, groups, loss_fn or _cross_entropy(label_smoothing), label_smoothing)
     return StepResult(_weighted_mean(losses, groups), groups, logits)
 
 
@@ -441,7 +650,10 @@ def _weighted_mean(losses: list[torch.Tensor], groups: list[ConfigGroup]) -> tor
 STRATEGIES: dict[str, Callable[..., TrainingStrategy]] = {
     "fixed": FixedConfig,
     "sampled": SampledConfig,
-    "joint": JointConfigs,
+    "joint": JointStrategy,
+    "sandwich": SandwichStrategy,
+    "shared": SharedStrategy,
+    "distill": DistillStrategy,
 }
 
 

@@ -62,14 +62,32 @@ class Task1Options:
         if self.strategy != "joint" and any(joint_only.values()):
             raise ValueError(f"{', '.join(k for k, v in joint_only.items() if v)}: options of --strategy joint; "
                              f"not with --strategy {self.strategy}")
+        # Flags that go together only in some combinations are refused here alone: each strategy
+        # they name (strategy_spec) takes any value of each of its options.
+        if self.distill and not self.share_images:
+            raise ValueError("--distill needs --share-images: in-place distillation needs the groups to share "
+                             "their images")
+        if self.allocation != "uniform" and (self.share_images or self.configs_per_step != len(self.configs)):
+            raise ValueError(f"allocation {self.allocation} splits the views of a step that trains every "
+                             "configuration on its own images: not with --share-images or --configs-per-step "
+                             f"other than {len(self.configs)}")
+
+    def strategy_spec(self) -> tuple[str, dict[str, Any]]:
+        """The strategy our model trains with and its options (``train.strategies``): ``--strategy
+        joint``'s flags name one of the strategies that train several configurations per step."""
+        if self.strategy != "joint":
+            return self.strategy, {}
+        if self.share_images:
+            return ("distill" if self.distill else "shared"), {"configs_per_step": self.configs_per_step}
+        if self.configs_per_step != len(self.configs):
+            return "sandwich", {"configs_per_step": self.configs_per_step}
+        return "joint", {"allocation": self.allocation}
 
     def adaptive_spec(self) -> RunSpec:
-        options = ({"configs_per_step": self.configs_per_step, "share_images": self.share_images,
-                    "distill": self.distill, "allocation": self.allocation}
-                   if self.strategy == "joint" else {})
+        strategy, options = self.strategy_spec()
         model, kwargs = (("adaptive", {"body": self.body, **width_kwargs(self.width)}) if self.backbone == COMPACT
                          else ("backbone", {"backbone": self.backbone}))
-        return RunSpec("adaptive", model, kwargs, self.configs, self.strategy, options, init=self.init)
+        return RunSpec("adaptive", model, kwargs, self.configs, strategy, options, init=self.init)
 
 
 def width_kwargs(width: float) -> dict[str, float]:
