@@ -140,7 +140,8 @@ def report(rows: dict[str, dict], latencies: dict[str, dict], args, dataset, wal
 
 
 def main() -> None:
-    parser = real_photo_parser(__doc__, "artifacts/bench/backbones")
+    parser = real_photo_parser(__doc__, "artifacts/bench/backbones",
+                               report_only="Rewrite the BENCHMARKS.md section from the finished rows without training.")
     parser.set_defaults(image_size=64)
     parser.add_argument("--backbones", default=",".join(DEFAULT_BACKBONES),
                         help="Comma list: compact and/or torchvision classification CNNs.")
@@ -148,8 +149,6 @@ def main() -> None:
                         help="Train on a fixed random subset of this many training images (default: all).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=100, help="Timed calls at batch 1 (a quarter at 32).")
-    parser.add_argument("--report-only", action="store_true",
-                        help="Rewrite the BENCHMARKS.md section from the finished rows without training.")
     args = parser.parse_args()
     args.backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
     from train.models.backbone import BackboneError, check_backbone

@@ -43,15 +43,39 @@ def write_section(name: str, body: str) -> None:
     BENCHMARKS_MD.write_text(text)
 
 
-def real_photo_parser(doc: str, out: str) -> argparse.ArgumentParser:
-    """The options every real-photo training benchmark takes."""
+def drop_sections(names: str) -> list[str]:
+    """Remove from BENCHMARKS.md every section whose name matches the regular expression ``names``
+    (whole name); returns the names removed."""
+    if not BENCHMARKS_MD.exists():
+        return []
+    pattern = re.compile(rf"\n*<!-- (?P<name>{names}):start -->.*?<!-- (?P=name):end -->", re.S)
+    text = BENCHMARKS_MD.read_text()
+    dropped = [m["name"] for m in pattern.finditer(text)]
+    if dropped:
+        BENCHMARKS_MD.write_text(pattern.sub("", text))
+    return dropped
+
+
+def real_photo_parser(doc: str, out: str, report_only: str) -> argparse.ArgumentParser:
+    """The options every real-photo training benchmark takes; ``report_only`` is the help of
+    ``--report-only`` (what it rewrites)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/tiny-imagenet-50"))
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--report-only", action="store_true", help=report_only)
     return parser
+
+
+def add_row_options(parser: argparse.ArgumentParser, row_keys: list[str], seeds: str, workers: int,
+                    workers_help: str) -> None:
+    """``--seeds``, ``--rows`` and ``--workers`` of a benchmark whose rows train per seed (see
+    :func:`parse_seeds_and_rows`); ``seeds`` is the help of ``--seeds``."""
+    parser.add_argument("--seeds", default="0,1", help=seeds)
+    parser.add_argument("--rows", default="all", help=f"Comma list of {', '.join(row_keys)}, or all.")
+    parser.add_argument("--workers", type=int, default=workers, help=workers_help)
 
 
 def add_variation_options(parser: argparse.ArgumentParser) -> None:

@@ -16,13 +16,19 @@ augmentation, and reports test accuracy per configuration beside its training co
 learning rate) and --mix (every row mixes its images) check that a result holds with less data
 or another recipe. Each row is its
 own run folder under --out/<epochs>ep-<size>px[-<N>pc][-lr<LR>][-<mix>]/, resumable, so an interrupted
-benchmark continues where it stopped (--resume) and --report-only rebuilds the BENCHMARKS.md
-section of that budget from whatever rows have finished. `naive` and `ours` run once per seed; the other rows once.
+benchmark continues where it stopped (--resume). `naive` and `ours` run once per seed; the other rows once.
+
+Every run, and --report-only without training, rewrites the whole task-1 part of BENCHMARKS.md
+from the finished rows of every budget (the copies kept in benchmarks/results/task1-real/, and
+this run's folders): the headline and ablation at 8 epochs and 32 px, one table of the lead under
+the other settings, one of the lead against epochs, one of ours' variants at other settings. Each
+row names the seeds and the machine its kept rows were measured on.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -32,10 +38,10 @@ from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (add_variation_options, budget_name, budget_section,  # noqa: E402
-                               is_main_budget, keep_results_text, machine, parse_seeds_and_rows,
-                               real_photo_parser, spread, train_in_processes, train_subset,
-                               write_section)
+from benchmarks.common import (add_row_options, add_variation_options, budget_name,  # noqa: E402
+                               drop_sections, is_main_budget, keep_results_text, machine, mix_name,
+                               parse_seeds_and_rows, real_photo_parser, spread, train_in_processes,
+                               train_subset, write_section)
 from runtime.channels import CONFIG_NAMES, ChannelConfig, configs_with  # noqa: E402
 from train.checkpoint import saved_recipe  # noqa: E402
 from train.engine import TrainConfig  # noqa: E402
@@ -121,7 +127,7 @@ def results_dir(args) -> Path:
     return RESULTS / budget_name(args)
 
 
-#: (epochs, image size) of the main BENCHMARKS.md section; other budgets get a section of their own.
+#: (epochs, image size) of the headline; other budgets are rows of the tables after it.
 MAIN_BUDGET = (8, 32)
 
 
@@ -328,79 +334,6 @@ def mean_acc(entries: list[dict]) -> float:
     return statistics.mean(acc(entries, c) for c in configs)
 
 
-def report(rows: dict[str, list[dict]], args, wall: float | None) -> str:
-    seeds = sorted({e["seed"] for e in rows.get("ours", [])})
-    naive_seeds = sorted({e["seed"] for e in rows.get("naive", [])})
-    per_class, lr, mix = getattr(args, "train_per_class", None), getattr(args, "lr", None), getattr(args, "mix", None)
-    title = (f"{args.image_size} px" if is_main_budget(args, MAIN_BUDGET)
-             else f"{args.epochs} epochs, {args.image_size} px"
-             + (f", {per_class} training images per class" if per_class else "")
-             + (f", peak learning rate {lr:g}" if lr is not None else "")
-             + (f", {mixing(args)} for every row" if mix else ""))
-    flags = ((f" --rows {args.rows}" if args.rows != "all" else "")
-             + (f" --train-per-class {per_class}" if per_class else "") + (f" --lr {lr:g}" if lr is not None else "")
-             + (f" --mix {mix}" if mix else "")
-             + (f" --mix-alpha {args.mix_alpha:g}" if mix and args.mix_alpha != 1.0 else ""))
-    # A naive model trains each image once per epoch in each of the seven configurations.
-    naive_views = [e["train_views"] for e in rows.get("naive", [])]
-    images = f"{naive_views[0] // (len(CONFIG_NAMES) * args.epochs):,}" if naive_views else "set of"
-    lines = [
-        f"## Task 1 on real photos (tiny-imagenet-50, test split, 2,500 images, {title})",
-        "",
-        f"Command: `python benchmarks/task1_real.py --epochs {args.epochs} --image-size {args.image_size} "
-        f"--seeds {','.join(map(str, args.seeds))}{flags} --workers {args.workers}`  ",
-        f"Machine: {machine()}  ",
-        f"Budget: {args.epochs} epochs over the same {images} training images"
-        + (f", the first {per_class} of each class in train.txt," if per_class else "")
-        + f" for every row (AdamW, one-cycle to a peak learning rate of {learning_rate(args):g}, label smoothing "
-        f"0.1, crop+flip{', ' + mixing(args) if mix else ''}), {args.image_size} px, batches of 128 "
-        "views (image × configuration)."
-        + (f" Wall time of this invocation: {wall / 60:.0f} min." if wall else ""),
-        "",
-    ]
-    if {"ours", "naive"} <= rows.keys():
-        ours, naive = rows["ours"], rows["naive"]
-        course = rows.get("course")
-        lines += [
-            f"### Headline: ours against the seven naive CNNs (mean ± standard error over seeds {seeds}"
-            + (f"; naive: seeds {naive_seeds}" if naive_seeds != seeds else "") + ")",
-            "",
-            "| channels | ours | naive, per config | ours − naive (points) | course design | published naive | "
-            "published course |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for c in CONFIG_NAMES:
-            lines.append(f"| {c} | {acc_spread(ours, c)} | {acc_spread(naive, c)} | "
-                         f"{100 * (acc(ours, c) - acc(naive, c)):+.1f} | "
-                         f"{f'{acc(course, c):.3f}' if course else 'not run'} | {PUBLISHED['naive'][c]:.3f} | "
-                         f"{PUBLISHED['course'][c]:.3f} |")
-        lines.append(f"| mean | {mean_acc(ours):.3f} | {mean_acc(naive):.3f} | "
-                     f"{100 * (mean_acc(ours) - mean_acc(naive)):+.1f} | "
-                     f"{f'{mean_acc(course):.3f}' if course else 'not run'} | | |")
-        lines += ["", *targets(rows, args), ""]
-    lines += [
-        "### Ablation (seed " + str(args.seeds[0]) + "): what each part contributes",
-        "",
-        "| row | " + " | ".join(CONFIG_NAMES) + " | mean | train views | train TFLOPs | vs naive | train s | params |",
-        "|---|" + "---|" * (len(CONFIG_NAMES) + 6),
-    ]
-    naive_flops = rows["naive"][0]["train_flops"] if "naive" in rows else None
-    for row in (r for r in ROWS if r.key in rows):  # rows not run at this budget are left out
-        e = rows[row.key][0]
-        cells = [f"{e['configs'][c]['test_acc']:.3f}" if c in e["configs"] else "–" for c in CONFIG_NAMES]
-        ratio = f"{e['train_flops'] / naive_flops:.2f}×" if naive_flops else "–"
-        lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {mean_acc([e]):.3f} | {e['train_views']:,} | "
-                     f"{e['train_flops'] / 1e12:.1f} | {ratio} | {e['train_seconds']:.0f} | {e['params'] / 1e6:.2f}M |")
-    lines += [
-        "",
-        "Train FLOPs count every forward and backward pass as torch's FLOP counter measures them on the "
-        "training graph (per image and configuration, times the views trained), plus precise-BN forwards; "
-        "the naive figure is its seven models summed. Wall seconds are training only, on this machine; "
-        "rows ran one after another, while other work occasionally shared the cores.",
-    ]
-    return "\n".join(lines)
-
-
 def targets(rows: dict[str, list[dict]], args) -> list[str]:
     ours, naive = rows["ours"], rows["naive"]
     wins = [c for c in CONFIG_NAMES if acc(ours, c) >= acc(naive, c)]
@@ -515,53 +448,469 @@ def mean_train(entries: list[dict]) -> float:
     return statistics.mean(statistics.mean(e["configs"][c]["train_acc"] for c in CONFIG_NAMES) for e in entries)
 
 
-def convergence_report(args, budgets: list[int]) -> str:
-    """The lead of ours over the naive set against the epoch budget, from the kept rows of each budget."""
-    per_budget = {}
-    for epochs in budgets:
-        rows = load_rows(replace_epochs(args, epochs), args.seeds)
-        if "ours" in rows and "naive" in rows:
-            seeds = sorted({e["seed"] for e in rows["ours"]} & {e["seed"] for e in rows["naive"]})
-            per_budget[epochs] = {k: [e for e in rows[k] if e["seed"] in seeds] for k in ("ours", "naive")}
-    if not per_budget:
-        return "No budget has both ours and the naive set finished yet."
-    naive_val = {b: mean_val(r["naive"]) for b, r in per_budget.items()}
-    done = converged_budget(naive_val)
-    data = f"{args.train_per_class} training images per class" if args.train_per_class else "all training images"
+# --- BENCHMARKS.md: every budget's kept rows, one table per question ---------------------------------
+#
+# One marker section holds the whole task-1 part, rebuilt from the kept rows of every budget on every
+# run (and by --report-only), so a rerun at any budget updates the folded tables in place:
+#   the headline at the main budget (ours against the seven naive CNNs, the targets, the ablation),
+#   the lead under other settings at the main epochs (one row per budget),
+#   the lead against epochs (one row per budget of each series of epoch budgets),
+#   variants of ours at other settings (a variant row or a recipe run at another budget).
+
+#: The marker of the task-1 part of BENCHMARKS.md.
+SECTION = "task1-real"
+#: Sections that earlier versions wrote per budget (``task1-real-<budget>``, ``task1-real-convergence-...``):
+#: removed when the folded part is written.
+STALE_SECTIONS = r"task1-real-[\w.-]+"
+
+#: A kept row without its machine: rows were kept before train_row recorded it.
+NOT_RECORDED = "not recorded (rows kept before they carried their machine)"
+
+BUDGET_NAME = re.compile(r"(?P<epochs>\d+)ep-(?P<size>\d+)px(?:-(?P<pc>\d+)pc)?(?:-lr(?P<lr>\d[\d.e+-]*?))?"
+                         rf"(?:-(?P<mix>{'|'.join(MIX_TRANSFORMS)})(?P<alpha>\d[\d.]*)?)?")
+
+
+def budget_args(name: str, args: argparse.Namespace) -> argparse.Namespace | None:
+    """``args`` set to the budget a results folder is named after (:func:`budget_name`), or None for a
+    name that is not a budget's."""
+    match = BUDGET_NAME.fullmatch(name)
+    if match is None:
+        return None
+    at = argparse.Namespace(**{
+        **vars(args), "epochs": int(match["epochs"]), "image_size": int(match["size"]),
+        "train_per_class": int(match["pc"]) if match["pc"] else None,
+        "lr": float(match["lr"]) if match["lr"] else None, "mix": match["mix"],
+        "mix_alpha": float(match["alpha"]) if match["alpha"] else 1.0})
+    return at if budget_name(at) == name else None
+
+
+def kept_seeds(name: str) -> list[int]:
+    """The seeds any row of budget ``name`` has kept results for."""
+    return sorted({int(m[1]) for p in (RESULTS / name).glob("*-seed*.json")
+                   if (m := re.search(r"-seed(\d+)\.json$", p.name))})
+
+
+@dataclass
+class Budget:
+    """One budget's finished rows (results.json model entries, one per seed) and the options naming it."""
+
+    name: str
+    args: argparse.Namespace
+    rows: dict[str, list[dict]]
+
+    @property
+    def is_main(self) -> bool:
+        return is_main_budget(self.args, MAIN_BUDGET)
+
+    @property
+    def per_class(self) -> int | None:
+        return getattr(self.args, "train_per_class", None)
+
+    @property
+    def mix(self) -> str:
+        return mix_name(self.args)
+
+    def base(self) -> tuple:
+        """What a mixing budget shares with the budget it varies: all but the mixing."""
+        a = self.args
+        return a.epochs, a.image_size, self.per_class, getattr(a, "lr", None)
+
+    def series(self) -> tuple:
+        """What the budgets of one series of epoch budgets share: all but the epochs."""
+        return self.base()[1:] + (self.mix,)
+
+    def order(self) -> tuple:
+        """Table order: the main budget, then other image sizes, less data, other learning rates, mixing."""
+        a = self.args
+        return (not self.is_main, a.image_size == MAIN_BUDGET[1], self.per_class is None, bool(self.mix),
+                getattr(a, "lr", None) is not None, a.image_size, -(self.per_class or 0), learning_rate(a),
+                self.mix, a.epochs)
+
+
+def all_budgets(args: argparse.Namespace) -> list[Budget]:
+    """Every budget with kept rows in :data:`RESULTS`, and the invocation's own budget (whose run folders
+    may hold rows not kept yet), each with every seed that has finished, in table order."""
+    names = sorted(p.name for p in RESULTS.iterdir() if p.is_dir()) if RESULTS.is_dir() else []
+    own = budget_name(args)
+    budgets = []
+    for name in names + ([own] if own not in names else []):
+        at = args if name == own else budget_args(name, args)
+        if at is None:
+            continue  # not a budget's folder
+        seeds = sorted(set(kept_seeds(name)) | (set(args.seeds) if name == own else set()))
+        rows = load_rows(at, seeds) if seeds else {}
+        if rows:
+            budgets.append(Budget(name, at, rows))
+    return sorted(budgets, key=Budget.order)
+
+
+def variation_flags(at: argparse.Namespace) -> str:
+    """The options that set ``at``'s budget apart from the main one, as typed."""
+    flags = [f"--epochs {at.epochs}" if at.epochs != MAIN_BUDGET[0] else "",
+             f"--image-size {at.image_size}" if at.image_size != MAIN_BUDGET[1] else "",
+             f"--train-per-class {at.train_per_class}" if getattr(at, "train_per_class", None) else "",
+             f"--lr {at.lr:g}" if getattr(at, "lr", None) is not None else "",
+             f"--mix {at.mix}" if getattr(at, "mix", None) else "",
+             f"--mix-alpha {at.mix_alpha:g}" if getattr(at, "mix", None) and at.mix_alpha != 1.0 else ""]
+    return " ".join(f for f in flags if f)
+
+
+def setting_words(at: argparse.Namespace, full: bool = False) -> list[str]:
+    """What ``at``'s budget changes from the main one (every part of it with ``full``), in words."""
+    per_class, lr = getattr(at, "train_per_class", None), getattr(at, "lr", None)
+    parts = [f"{at.epochs} epochs" if full or at.epochs != MAIN_BUDGET[0] else "",
+             f"{at.image_size} px" if full or at.image_size != MAIN_BUDGET[1] else "",
+             f"{per_class} training images per class" if per_class else ("all training images" if full else ""),
+             f"peak lr {lr:g}" if lr is not None else "",
+             mixing(at) if getattr(at, "mix", None) else ""]
+    return [p for p in parts if p]
+
+
+def setting_label(budget: Budget) -> str:
+    """``64 px``, ``50 training images per class, peak lr 0.004``: what differs from the main budget."""
+    return ", ".join(setting_words(budget.args)) or (
+        f"the headline ({MAIN_BUDGET[1]} px, all training images, peak lr {learning_rate(budget.args):g})")
+
+
+def series_label(budget: Budget) -> str:
+    """``32 px, 50 training images per class``: what a series of epoch budgets shares."""
+    return ", ".join(setting_words(budget.args, full=True)[1:])
+
+
+def seeds_list(entries: list[dict]) -> list[int]:
+    return sorted({e["seed"] for e in entries})
+
+
+def paired(ours: list[dict], naive: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Both sides on the seeds both have finished (all of each where they share none)."""
+    common = set(seeds_list(ours)) & set(seeds_list(naive))
+    return ([e for e in ours if e["seed"] in common] or ours), ([e for e in naive if e["seed"] in common] or naive)
+
+
+def seeds_cell(entries: list[dict], widest: set[int], others: dict[str, list[dict]] | None = None) -> str:
+    """``0,1``; ``0 only`` where other rows of the same table have more seeds; ``ours also 1`` where a
+    side has seeds the comparison leaves out (it pairs seeds)."""
+    seeds = seeds_list(entries)
+    text = ",".join(map(str, seeds)) + (" only" if set(seeds) < widest else "")
+    for name, side in (others or {}).items():
+        extra = sorted(set(seeds_list(side)) - set(seeds))
+        if extra:
+            text += f"; {name} also {','.join(map(str, extra))}"
+    return text
+
+
+class Machines:
+    """Short keys (A, B, ...) for the machines kept rows were measured on, and the legend of a table."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}
+
+    @staticmethod
+    def names(entries: list[dict]) -> list[str]:
+        return sorted({e.get("machine") or NOT_RECORDED for e in entries})
+
+    def key(self, entries: list[dict]) -> str:
+        """The keys of every machine ``entries`` ran on: ``A``, ``A, B``; ``–`` for rows that do not say."""
+        return ", ".join("–" if name == NOT_RECORDED else self.keys.setdefault(name, chr(ord("A") + len(self.keys)))
+                         for name in self.names(entries))
+
+    def legend(self, cells: list[str]) -> str:
+        used = {k for cell in cells for k in cell.split(", ")}
+        parts = [f"{k}: {name}" for name, k in self.keys.items() if k in used]
+        return "Machines: " + "; ".join(parts + ([f"–: {NOT_RECORDED}"] if "–" in used else [])) + "."
+
+
+def machine_text(entries: list[dict]) -> str:
+    """Every machine ``entries`` ran on, in words."""
+    return "; ".join(Machines.names(entries))
+
+
+def lead_cells(ours: list[dict], naive: list[dict]) -> list[str]:
+    """naive | ours | lead | configurations ours ≥ naive | lead range | validation | train acc | one channel
+    / RGB naive | ours | FLOPs: ours against the naive set, means over the seven and the entries' seeds."""
+    leads = {c: acc(ours, c) - acc(naive, c) for c in CONFIG_NAMES}
+    low, high = min(leads, key=leads.get), max(leads, key=leads.get)
+    behind = [c for c in CONFIG_NAMES if leads[c] < 0]
+    return [f"{mean_acc(naive):.3f}", f"{mean_acc(ours):.3f}", f"{100 * (mean_acc(ours) - mean_acc(naive)):+.1f}",
+            f"{7 - len(behind)}/7" + (f" (not {', '.join(behind)})" if behind else ""),
+            f"{low} {100 * leads[low]:+.1f} to {high} {100 * leads[high]:+.1f}",
+            f"{mean_val(naive):.3f} / {mean_val(ours):.3f}", f"{mean_train(naive):.3f} / {mean_train(ours):.3f}",
+            plane_shares(naive), plane_shares(ours), f"{flops_ratio(ours, naive):.4f}×"]
+
+
+LEAD_COLUMNS = ("seeds | naive, mean of 7 | ours, mean of 7 | ours − naive (points) | configurations ours ≥ naive "
+                "| lead, smallest to largest | validation, naive / ours | train acc, naive / ours "
+                "| one channel / RGB, naive | one channel / RGB, ours | FLOPs ours / naive | machine")
+
+
+def table_head(first: str) -> list[str]:
+    head = f"| {first} | {LEAD_COLUMNS} |"
+    return [head, "|" + "---|" * head.count(" | ") + "---|"]
+
+
+def compared(budget: Budget) -> bool:
+    return {"ours", "naive"} <= budget.rows.keys()
+
+
+def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:
+    """Budgets that differ only in epochs, where two or more have ours and the naive set: the lead against
+    epochs. Keyed by what they share, in epoch order."""
+    groups: dict[tuple, list[Budget]] = {}
+    for b in budgets:
+        if compared(b) and not b.mix:
+            groups.setdefault(b.series(), []).append(b)
+    return {k: sorted(g, key=lambda b: b.args.epochs) for k, g in groups.items() if len(g) > 1}
+
+
+def settings_section(budgets: list[Budget], machines: Machines) -> list[str]:
+    """One row per budget at the main epochs (and any budget of no series), ours against the naive set."""
+    in_series = {id(b) for g in epoch_series(budgets).values() for b in g if b.args.epochs != MAIN_BUDGET[0]}
+    chosen = [b for b in budgets if compared(b) and id(b) not in in_series]
     lines = [
-        f"## Task 1 towards convergence (tiny-imagenet-50, {args.image_size} px, {data})",
+        f"## Task 1: the lead under other settings ({MAIN_BUDGET[0]} epochs)",
         "",
-        f"Command: `python benchmarks/task1_real.py --budgets {','.join(map(str, budgets))} --image-size "
-        f"{args.image_size} --seeds {','.join(map(str, args.seeds))}"
-        + (f" --train-per-class {args.train_per_class}" if args.train_per_class else "") + " --workers 2`  ",
-        "Machine: " + "; ".join(sorted({e["machine"] or "not recorded (rows kept before the field)"
-                                        for r in per_budget.values() for e in r["ours"] + r["naive"]})) + "  ",
-        f"Data: tiny-imagenet-50 at {args.image_size} px, {data}; validation and test splits unchanged. Each "
-        "budget is its own full run (one-cycle over that many epochs); both sides get the same data, epochs and recipe.",
+        f"Command: `python benchmarks/task1_real.py --epochs {MAIN_BUDGET[0]} --image-size {MAIN_BUDGET[1]} "
+        "--seeds SEEDS --rows naive,ours --workers 2`, with the row's options added (its kept rows: "
+        "`benchmarks/results/task1-real/<budget>/`).  ",
+        "Each row: ours and the seven naive CNNs trained at that setting, all else as in the headline; means "
+        "over the seven configurations and the seeds given, both sides on the same seeds. N training images per "
+        "class (`--train-per-class N`) are the first N of each class in train.txt; validation and test splits are "
+        "unchanged. Validation and train accuracy are means over the seven too (train: eval mode on 2,500 "
+        "unaugmented training images).",
         "",
-        "| epochs | seeds | naive, mean val | naive, mean test | ours, mean test | ours − naive (points) "
-        "| configurations ours ≥ naive | smallest lead | train acc ours / naive | FLOPs ours / naive |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for epochs, r in per_budget.items():
-        ours, naive = r["ours"], r["naive"]
-        leads = {c: acc(ours, c) - acc(naive, c) for c in CONFIG_NAMES}
-        worst = min(leads, key=leads.get)
-        mark = " (naive converged)" if epochs == done else ""
-        lines.append(f"| {epochs}{mark} | {seeds_of(ours)} | {naive_val[epochs]:.3f} | {mean_acc(naive):.3f} | "
-                     f"{mean_acc(ours):.3f} | {100 * (mean_acc(ours) - mean_acc(naive)):+.1f} | "
-                     f"{sum(v >= 0 for v in leads.values())}/7 | {worst} {100 * leads[worst]:+.1f} | "
-                     f"{mean_train(ours):.3f} / {mean_train(naive):.3f} | {flops_ratio(ours, naive):.4f}× |")
-    lines.append("")
-    if done is None:
-        lines.append(f"- The naive set has not converged by {max(per_budget)} epochs (each doubling still lifts its "
-                     f"validation accuracy by {100 * CONVERGED_GAIN:.1f} points or more), or a budget is missing.")
-    else:
-        lead = mean_acc(per_budget[done]["ours"]) - mean_acc(per_budget[done]["naive"])
-        lines.append(f"- The naive set converges at {done} epochs (the next budget lifts its mean validation "
-                     f"accuracy by less than {100 * CONVERGED_GAIN:.1f} points). There ours − naive is "
-                     f"{100 * lead:+.1f} points.")
-    return "\n".join(lines)
+    if not chosen:
+        return lines + ["No budget has both ours and the naive set finished yet."]
+    widest = set().union(*(seeds_list(b.rows["ours"]) for b in chosen))
+    lines += table_head("setting | options")
+    keys = []
+    for b in chosen:
+        ours, naive = paired(b.rows["ours"], b.rows["naive"])
+        keys.append(machines.key(ours + naive))
+        flags = variation_flags(b.args)
+        lines.append(f"| {setting_label(b)} | {f'`{flags}`' if flags else '–'} | "
+                     f"{seeds_cell(ours, widest, {'ours': b.rows['ours'], 'naive': b.rows['naive']})} | "
+                     + " | ".join(lead_cells(ours, naive)) + f" | {keys[-1]} |")
+    return lines + ["", machines.legend(keys)]
+
+
+def epochs_section(budgets: list[Budget], machines: Machines) -> list[str]:
+    """The lead against epochs, one row per budget of each series, with where the naive set converges."""
+    series = epoch_series(budgets)
+    lines = [
+        "## Task 1: the lead against epochs, towards convergence",
+        "",
+    ]
+    if not series:
+        return lines + ["No two epoch budgets of one setting have both ours and the naive set finished yet."]
+    commands, rows, keys, notes = [], [], [], []
+    for group in series.values():
+        first = group[0]
+        ours_seeds = sorted(set().union(*(seeds_list(b.rows["ours"]) for b in group)))
+        label = series_label(first)
+        commands.append(f"{label}: `python benchmarks/task1_real.py --budgets "
+                        f"{','.join(str(b.args.epochs) for b in group)} --image-size {first.args.image_size} "
+                        f"--seeds {','.join(map(str, ours_seeds))}"
+                        + (f" --train-per-class {first.per_class}" if first.per_class else "")
+                        + (f" --lr {first.args.lr:g}" if getattr(first.args, "lr", None) is not None else "")
+                        + " --workers 2`")
+        naive_val = {}
+        for b in group:
+            ours, naive = paired(b.rows["ours"], b.rows["naive"])
+            naive_val[b.args.epochs] = mean_val(naive)
+        done = converged_budget(naive_val)
+        for b in group:
+            ours, naive = paired(b.rows["ours"], b.rows["naive"])
+            images = naive[0]["train_views"] // (len(CONFIG_NAMES) * b.args.epochs)
+            keys.append(machines.key(ours + naive))
+            mark = " (naive converged)" if b.args.epochs == done else ""
+            rows.append(f"| {label} ({images:,} images) | {b.args.epochs}{mark} | "
+                        f"{seeds_cell(ours, set(ours_seeds), {'ours': b.rows['ours'], 'naive': b.rows['naive']})} | "
+                        + " | ".join(lead_cells(ours, naive)) + f" | {keys[-1]} |")
+        last = max(naive_val)
+        if done is None:
+            notes.append(f"- {label}: the naive set has not converged by {last} epochs "
+                         f"(each doubling still lifts its mean validation accuracy by {100 * CONVERGED_GAIN:.1f} "
+                         "points or more, or a budget is missing).")
+        else:
+            at = next(b for b in group if b.args.epochs == done)
+            ours, naive = paired(at.rows["ours"], at.rows["naive"])
+            notes.append(f"- {label}: the naive set converges at {done} epochs (the next "
+                         f"budget lifts its mean validation accuracy by less than {100 * CONVERGED_GAIN:.1f} points); "
+                         f"there ours − naive is {100 * (mean_acc(ours) - mean_acc(naive)):+.1f} points.")
+    lines += ["Commands (each budget its own full one-cycle run, kept and resumable; both sides get the same data, "
+              "epochs and recipe, all else as in the headline):", "",
+              *(f"- {c}" for c in commands), "", *table_head("setting | epochs"), *rows, "",
+              machines.legend(keys), "", *notes]
+    return lines
+
+
+def variants_section(budgets: list[Budget], machines: Machines) -> list[str]:
+    """Ours' variants (rows other than naive and ours, and recipes only ours ran) at settings other than the
+    headline's, beside ours at the same setting and seeds, with the same variant's headline row."""
+    by_base = {b.base(): b for b in budgets if not b.mix}
+    found = []  # (variant key, mixing, budget)
+    for b in budgets:
+        for key in b.rows:
+            if key == "naive" or (key == "ours" and not b.mix):
+                continue
+            found.append((key, b.mix, b))
+    moved = {(key, mix) for key, mix, b in found if not b.is_main or mix}
+    chosen = sorted(((k, m, b) for k, m, b in found if (k, m) in moved),
+                    key=lambda t: (ROWS.index(ROW_BY_KEY[t[0]]), t[1], t[2].order()))
+    lines = [
+        "## Task 1: variants of ours at other settings",
+        "",
+        f"Command: `python benchmarks/task1_real.py --epochs {MAIN_BUDGET[0]} --image-size {MAIN_BUDGET[1]} "
+        "--seeds SEEDS --workers 2` with the row's options. A row of ours' ablation that also ran at another "
+        "setting, or a recipe that only ours ran (the naive set was not rerun with it), beside ours at the same "
+        "setting and seeds; means over the seven configurations.",
+        "",
+    ]
+    if not chosen:
+        return lines + ["No variant has run at another setting yet."]
+    head = ("| setting | variant | options | seeds | test, mean of 7 | RGB | R, G, B | validation, mean of 7 "
+            "| train acc, mean of 7 | ours at that setting: test / validation | variant − ours (points) "
+            "| variant − naive (points) | FLOPs vs naive | machine |")
+    lines += [head, "|" + "---|" * (head.count(" | ") + 1)]
+    widest = set().union(*(seeds_list(b.rows[k]) for k, _, b in chosen))
+    keys = []
+    for key, mix, b in chosen:
+        entries = b.rows[key]
+        base = by_base.get(b.base())
+        ours = same_seeds(base.rows["ours"], entries) if base and "ours" in base.rows else None
+        naive = (same_seeds(base.rows["naive"], entries) if base and "naive" in base.rows and not mix else None)
+        label = ROW_BY_KEY[key].label if key != "ours" else f"ours, {mixing(b.args)}"
+        flags = " ".join(f for f in (f"--rows {key}", variation_flags(b.args)) if f)
+        keys.append(machines.key(entries))
+        setting = ", ".join(w for w in setting_words(replace_mix(b).args, full=True) if w != "all training images")
+        lines.append(
+            f"| {setting} | {label} | `{flags}` | {seeds_cell(entries, widest)} | {mean_acc(entries):.3f} | "
+            f"{acc(entries, 'RGB'):.3f} | " + " ".join(f"{acc(entries, c):.3f}" for c in PLANES)
+            + f" | {mean_val(entries):.3f} | {mean_train(entries):.3f} | "
+            + (f"{mean_acc(ours):.3f} / {mean_val(ours):.3f} | {100 * (mean_acc(entries) - mean_acc(ours)):+.1f}"
+               if ours else "not run | –")
+            + (f" | {100 * (mean_acc(entries) - mean_acc(naive)):+.1f}" if naive else " | –")
+            + (f" | {flops_ratio(entries, base.rows['naive']):.2f}×" if base and "naive" in base.rows else " | –")
+            + f" | {keys[-1]} |")
+    return lines + ["", machines.legend(keys)]
+
+
+def replace_mix(budget: Budget) -> Budget:
+    return Budget(budget.name, argparse.Namespace(**{**vars(budget.args), "mix": None, "mix_alpha": 1.0}),
+                  budget.rows)
+
+
+def headline_section(budget: Budget | None, machines: Machines) -> list[str]:
+    """The main budget: ours against the seven naive CNNs per configuration, its compute, the targets
+    and the ablation."""
+    title = ("## Task 1 on real photos: one model against seven naive CNNs "
+             f"({MAIN_BUDGET[0]} epochs, {MAIN_BUDGET[1]} px)")
+    if budget is None:
+        return [title, "", "No row of the main budget has finished yet."]
+    rows, args = budget.rows, budget.args
+    ours_seeds = seeds_list(rows.get("ours", []))
+    naive_seeds = seeds_list(rows.get("naive", []))
+    # A naive model trains each image once per epoch in each of the seven configurations.
+    naive_views = [e["train_views"] for e in rows.get("naive", [])]
+    images = f"{naive_views[0] // (len(CONFIG_NAMES) * args.epochs):,}" if naive_views else "set of"
+    lines = [
+        title,
+        "",
+        "tiny-imagenet-50, test split (2,500 images).  ",
+        f"Command: `python benchmarks/task1_real.py --epochs {args.epochs} --image-size {args.image_size} "
+        f"--seeds {','.join(map(str, ours_seeds or args.seeds))} --workers 2`  ",
+        f"Machine (ours and the naive set): {machine_text(rows.get('ours', []) + rows.get('naive', []))}  ",
+        f"Budget: {args.epochs} epochs over the same {images} training images for every row (AdamW, one-cycle "
+        f"to a peak learning rate of {learning_rate(args):g}, label smoothing 0.1, crop+flip), {args.image_size} px, "
+        "batches of 128 views (image × configuration).",
+        "",
+    ]
+    if {"ours", "naive"} <= rows.keys():
+        ours, naive = rows["ours"], rows["naive"]
+        course = rows.get("course")
+        lines += [
+            f"### Headline: ours against the seven naive CNNs (mean ± standard error over seeds {ours_seeds}"
+            + (f"; naive: seeds {naive_seeds}" if naive_seeds != ours_seeds else "") + ")",
+            "",
+            "| channels | ours | naive, per config | ours − naive (points) | course design | published naive | "
+            "published course |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in CONFIG_NAMES:
+            lines.append(f"| {c} | {acc_spread(ours, c)} | {acc_spread(naive, c)} | "
+                         f"{100 * (acc(ours, c) - acc(naive, c)):+.1f} | "
+                         f"{f'{acc(course, c):.3f}' if course else 'not run'} | {PUBLISHED['naive'][c]:.3f} | "
+                         f"{PUBLISHED['course'][c]:.3f} |")
+        lines.append(f"| mean | {mean_acc(ours):.3f} | {mean_acc(naive):.3f} | "
+                     f"{100 * (mean_acc(ours) - mean_acc(naive)):+.1f} | "
+                     f"{f'{mean_acc(course):.3f}' if course else 'not run'} | | |")
+
+        def per_seed(entries: list[dict], field: str) -> float:
+            return statistics.mean(e[field] for e in entries)
+
+        lines += [
+            "",
+            "Training compute beside it (means over the seeds):",
+            "",
+            "| | ours | naive set (7 models) | ours / naive |",
+            "|---|---|---|---|",
+            f"| train views | {per_seed(ours, 'train_views'):,.0f} | {per_seed(naive, 'train_views'):,.0f} | "
+            f"{per_seed(ours, 'train_views') / per_seed(naive, 'train_views'):.2f}× |",
+            f"| train TFLOPs | {per_seed(ours, 'train_flops') / 1e12:.1f} | "
+            f"{per_seed(naive, 'train_flops') / 1e12:.1f} | "
+            f"{flops_ratio(ours, naive):.4f}× |",
+            f"| train s | {per_seed(ours, 'train_seconds'):.0f} | {per_seed(naive, 'train_seconds'):.0f} | "
+            f"{per_seed(ours, 'train_seconds') / per_seed(naive, 'train_seconds'):.2f}× |",
+            f"| parameters | {ours[0]['params'] / 1e6:.2f}M | {naive[0]['params'] / 1e6:.2f}M | |",
+            "",
+            *targets(rows, args),
+            "",
+        ]
+    lines += [
+        "### Ablation (seed " + str(min(e["seed"] for entries in rows.values() for e in entries))
+        + "): what each part contributes",
+        "",
+        "| row | " + " | ".join(CONFIG_NAMES) + " | mean | train views | train TFLOPs | vs naive | train s | params "
+        "| machine |",
+        "|---|" + "---|" * (len(CONFIG_NAMES) + 7),
+    ]
+    naive_flops = rows["naive"][0]["train_flops"] if "naive" in rows else None
+    keys = []
+    for row in (r for r in ROWS if r.key in rows):  # rows not run at this budget are left out
+        e = rows[row.key][0]
+        cells = [f"{e['configs'][c]['test_acc']:.3f}" if c in e["configs"] else "–" for c in CONFIG_NAMES]
+        ratio = f"{e['train_flops'] / naive_flops:.2f}×" if naive_flops else "–"
+        keys.append(machines.key([e]))
+        lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {mean_acc([e]):.3f} | {e['train_views']:,} | "
+                     f"{e['train_flops'] / 1e12:.1f} | {ratio} | {e['train_seconds']:.0f} | {e['params'] / 1e6:.2f}M "
+                     f"| {keys[-1]} |")
+    lines += [
+        "",
+        machines.legend(keys),
+        "",
+        "Train FLOPs count every forward and backward pass as torch's FLOP counter measures them on the "
+        "training graph (per image and configuration, times the views trained), plus precise-BN forwards; "
+        "the naive figure is its seven models summed. Wall seconds are training only, on the row's machine; "
+        "rows ran one after another, while other work occasionally shared the cores.",
+    ]
+    return lines
+
+
+def report(budgets: list[Budget]) -> str:
+    """The task-1 part of BENCHMARKS.md, from every budget's finished rows."""
+    machines = Machines()
+    main = next((b for b in budgets if b.is_main), None)
+    return "\n".join([*headline_section(main, machines), "", *settings_section(budgets, machines), "",
+                      *epochs_section(budgets, machines), "", *variants_section(budgets, machines)])
+
+
+def write_report(args: argparse.Namespace) -> str:
+    """Rebuild the task-1 part of BENCHMARKS.md from every budget's kept rows (and this run's folders)."""
+    body = report(all_budgets(args))
+    drop_sections(STALE_SECTIONS)
+    write_section(SECTION, body)
+    return body
 
 
 def replace_epochs(args, epochs: int) -> argparse.Namespace:
@@ -569,28 +918,26 @@ def replace_epochs(args, epochs: int) -> argparse.Namespace:
 
 
 def main() -> None:
-    parser = real_photo_parser(__doc__, "artifacts/bench/task1-real")
+    parser = real_photo_parser(__doc__, "artifacts/bench/task1-real",
+                               report_only="Rewrite the task-1 part of BENCHMARKS.md from every budget's finished "
+                                           "rows without training.")
     add_variation_options(parser)
-    parser.add_argument("--seeds", default="0,1", help="Comma list; naive and ours run for each.")
-    parser.add_argument("--rows", default="all", help=f"Comma list of {', '.join(ROW_BY_KEY)}, or all.")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="Rows trained at once, in processes of one thread each. On 2 shared cores, 2 "
-                             "single-thread processes keep a steady pace where one 2-thread process stalls "
-                             "whenever anything else runs (OpenMP threads wait on each other).")
-    parser.add_argument("--report-only", action="store_true",
-                        help="Rewrite the BENCHMARKS.md section from the finished rows without training.")
+    add_row_options(parser, list(ROW_BY_KEY), seeds="Comma list; naive and ours run for each.", workers=1,
+                    workers_help="Rows trained at once, in processes of one thread each. On 2 shared cores, 2 "
+                                 "single-thread processes keep a steady pace where one 2-thread process stalls "
+                                 "whenever anything else runs (OpenMP threads wait on each other).")
     parser.add_argument("--budgets", default=None, metavar="E1,E2,...",
-                        help="Train naive and ours at each epoch budget in turn, then report the lead against "
-                             "epochs up to where the naive set converges (a section of its own).")
+                        help="Train naive and ours at each epoch budget in turn; the report gives the lead against "
+                             "epochs up to where the naive set converges.")
     parser.add_argument("--step-time", action="store_true",
                         help="Only measure seconds per training view of ours and of each naive model, taking "
-                             "turns in one process (median of rounds), then rewrite the section.")
+                             "turns in one process (median of rounds), then rewrite the report.")
     args = parser.parse_args()
     keys = parse_seeds_and_rows(parser, args, list(ROW_BY_KEY))
     if args.lr is not None and not args.lr > 0:
         parser.error(f"--lr must be positive, got {args.lr}")
     if args.lr == TrainConfig().lr:
-        args.lr = None  # the default: the main budget's folders and section
+        args.lr = None  # the default: the main budget's folders
     try:
         check_mix(args.mix or "none", args.mix_alpha)
     except ValueError as exc:
@@ -601,31 +948,22 @@ def main() -> None:
         except ValueError as exc:
             parser.error(str(exc))
 
-    if args.budgets:
-        budgets = [int(b) for b in args.budgets.split(",")]
-        if not args.report_only:
-            from train.data import load_dataset
+    if args.budgets and not args.report_only:
+        from train.data import load_dataset
 
-            dataset = load_dataset(training_data(args), args.image_size) if args.workers == 1 else None
-            for epochs in budgets:
-                at = replace_epochs(args, epochs)
-                jobs = [(ROW_BY_KEY[k], s, at) for s in args.seeds for k in ("naive", "ours")
-                        if not kept_results(at, ROW_BY_KEY[k], s).exists()]  # finished rows are kept
-                if args.workers == 1:
-                    for row, seed, a in jobs:
-                        train_row(row, seed, a, dataset)
-                else:
-                    train_in_processes(train_row, jobs, args.workers)
-        body = convergence_report(args, budgets)
-        write_section(f"task1-real-convergence-{args.image_size}px" + (f"-{args.train_per_class}pc"
-                                                                       if args.train_per_class else ""), body)
-        print(body)
-        return
-    t0 = time.perf_counter()
-    if args.step_time:
+        dataset = load_dataset(training_data(args), args.image_size) if args.workers == 1 else None
+        for epochs in (int(b) for b in args.budgets.split(",")):
+            at = replace_epochs(args, epochs)
+            jobs = [(ROW_BY_KEY[k], s, at) for s in args.seeds for k in ("naive", "ours")
+                    if not kept_results(at, ROW_BY_KEY[k], s).exists()]  # finished rows are kept
+            if args.workers == 1:
+                for row, seed, a in jobs:
+                    train_row(row, seed, a, dataset)
+            else:
+                train_in_processes(train_row, jobs, args.workers)
+    elif args.step_time:
         print(json.dumps(measure_step_time(args), indent=1))
-        args.report_only = True
-    if not args.report_only:
+    elif not args.report_only:
         from train.data import load_dataset
 
         dataset = load_dataset(training_data(args), args.image_size)
@@ -637,10 +975,7 @@ def main() -> None:
                 train_row(row, seed, args, dataset)
         else:
             train_in_processes(train_row, [(row, seed, args) for row, seed in plan], args.workers)
-    wall = None if args.report_only else time.perf_counter() - t0
-    body = report(load_rows(args, args.seeds), args, wall)
-    write_section(budget_section("task1-real", args, MAIN_BUDGET), body)
-    print(body)
+    print(write_report(args))
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (budget_name, budget_section, is_main_budget, keep_results_text,  # noqa: E402
-                               machine, parse_seeds_and_rows, real_photo_parser, spread,
+from benchmarks.common import (add_row_options, budget_name, budget_section, is_main_budget,  # noqa: E402
+                               keep_results_text, machine, parse_seeds_and_rows, real_photo_parser, spread,
                                train_in_processes, write_section)
 from train.engine import TrainConfig  # noqa: E402
 
@@ -252,14 +252,12 @@ def report(rows: dict[str, list[dict]], args, facts: dict[str, dict[str, float]]
 
 
 def main() -> None:
-    parser = real_photo_parser(__doc__, "artifacts/bench/task2-real")
+    parser = real_photo_parser(__doc__, "artifacts/bench/task2-real",
+                               report_only="Rewrite the BENCHMARKS.md section from the finished rows without training "
+                                           "(with the ONNX facts when the run folders are here).")
     parser.set_defaults(epochs=10)
-    parser.add_argument("--seeds", default="0,1", help="Comma list; the reference, the teacher and ours run for each.")
-    parser.add_argument("--rows", default="all", help=f"Comma list of {', '.join(ROW_BY_KEY)}, or all.")
-    parser.add_argument("--workers", type=int, default=2, help="Runs trained at once, one thread each.")
-    parser.add_argument("--report-only", action="store_true",
-                        help="Rewrite the BENCHMARKS.md section from the finished rows without training "
-                             "(with the ONNX facts when the run folders are here).")
+    add_row_options(parser, list(ROW_BY_KEY), seeds="Comma list; the reference, the teacher and ours run for each.",
+                    workers=2, workers_help="Runs trained at once, one thread each.")
     args = parser.parse_args()
     keys = parse_seeds_and_rows(parser, args, list(ROW_BY_KEY))
     if not args.report_only:

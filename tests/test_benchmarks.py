@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,17 +105,16 @@ def test_task1_benchmark_keeps_budgets_apart(tmp_path):
     import argparse
 
     from benchmarks import task1_real, task2_real
-    from benchmarks.common import budget_section
+    from benchmarks.common import budget_name, budget_section, is_main_budget
 
     main = argparse.Namespace(epochs=8, image_size=32, out=tmp_path)
     larger = argparse.Namespace(epochs=8, image_size=64, out=tmp_path)
     row = task1_real.ROW_BY_KEY["ours"]
-    # Another image size resumes from its own folders and writes its own BENCHMARKS.md section.
+    # Another image size resumes from its own folders and keeps its own results (a row of the report's tables).
     assert task1_real.run_dir(main, row, 0) != task1_real.run_dir(larger, row, 0)
     assert task1_real.run_dir(larger, row, 0) == tmp_path / "8ep-64px" / "ours-seed0"
-    assert budget_section("task1-real", main, task1_real.MAIN_BUDGET) == "task1-real"
-    assert budget_section("task1-real", larger, task1_real.MAIN_BUDGET) == "task1-real-8ep-64px"
-    assert task1_real.results_dir(larger).name == "8ep-64px"
+    assert is_main_budget(main, task1_real.MAIN_BUDGET) and not is_main_budget(larger, task1_real.MAIN_BUDGET)
+    assert budget_name(main) == "8ep-32px" and task1_real.results_dir(larger).name == "8ep-64px"
     assert task2_real.run_dir(larger, "naive", 1) == tmp_path / "8ep-64px" / "naive-seed1"
     assert budget_section("task2-real", larger, task2_real.MAIN_BUDGET) == "task2-real-8ep-64px"
 
@@ -126,13 +126,14 @@ def _row_result(seed: int, flops: float, params: float = 4e5, **acc: float) -> d
 
 
 def _task1_report(rows: dict[str, list[dict]], out: Path) -> str:
-    """The 32 px task-1 section for ``rows``, seeds 0 and 1."""
+    """The headline part of the task-1 report (8 epochs, 32 px) for ``rows``."""
     import argparse
 
     from benchmarks import task1_real
 
     args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], rows="all", workers=2, out=out)
-    return task1_real.report(rows, args, wall=None)
+    budget = task1_real.Budget("8ep-32px", args, rows)
+    return "\n".join(task1_real.headline_section(budget, task1_real.Machines()))
 
 
 def test_task1_report_compares_both_sides_at_half_width(tmp_path):
@@ -177,7 +178,7 @@ def test_train_subset_and_learning_rate_get_budgets_of_their_own(tmp_path):
     from train.engine import TrainConfig
 
     from benchmarks import task1_real
-    from benchmarks.common import budget_section, train_subset
+    from benchmarks.common import budget_name, train_subset
 
     source = tmp_path / "photos"
     (source / "images").mkdir(parents=True)
@@ -210,21 +211,155 @@ def test_train_subset_and_learning_rate_get_budgets_of_their_own(tmp_path):
     assert task1_real.dataset_name(args) == "tiny-imagenet-50-150pc"  # results.json's, checked on load
     assert task1_real.training_data(args) == str(tmp_path / "data" / "tiny-imagenet-50-150pc")
     assert task1_real.run_dir(args, task1_real.ROW_BY_KEY["ours"], 0) == tmp_path / "8ep-32px-150pc" / "ours-seed0"
-    assert budget_section("task1-real", args, task1_real.MAIN_BUDGET) == "task1-real-8ep-32px-150pc"
+    assert budget_name(args) == "8ep-32px-150pc"
     args = argparse.Namespace(epochs=8, image_size=32, out=tmp_path, train_per_class=None, lr=0.004)
-    assert budget_section("task1-real", args, task1_real.MAIN_BUDGET) == "task1-real-8ep-32px-lr0.004"
+    assert budget_name(args) == "8ep-32px-lr0.004"
     assert task1_real.learning_rate(args) == 0.004
     assert task1_real.learning_rate(argparse.Namespace()) == TrainConfig().lr
     # --mix: a budget of its own, and every row trains with it.
     args = argparse.Namespace(epochs=8, image_size=32, out=tmp_path, mix="cutmix", mix_alpha=1.0)
-    assert budget_section("task1-real", args, task1_real.MAIN_BUDGET) == "task1-real-8ep-32px-cutmix"
+    assert budget_name(args) == "8ep-32px-cutmix"
     assert task1_real.recipe(args) == {"lr": TrainConfig().lr, "mix": "cutmix", "mix_alpha": 1.0}
     args.mix, args.mix_alpha = "mixup", 0.2
-    assert budget_section("task1-real", args, task1_real.MAIN_BUDGET) == "task1-real-8ep-32px-mixup0.2"
+    assert budget_name(args) == "8ep-32px-mixup0.2"
     assert task1_real.recipe(argparse.Namespace())["mix"] == "none"
 
 
-def test_convergence_report_finds_where_the_naive_set_stops_improving(tmp_path, monkeypatch):
+# --- the task-1 part of BENCHMARKS.md, folded from every budget's kept rows ---------------------------
+
+def _keep_row(results: Path, budget: str, key: str, seed: int, acc: dict[str, float] | float,
+              machine: str | None = None, val: float = .30, train: float = .60, flops: float = 1e14) -> None:
+    """A kept row (benchmarks/results/task1-real/<budget>/<key>-seed<N>.json) as train_row writes it."""
+    import argparse
+    import json
+
+    from benchmarks import task1_real
+    from benchmarks.task1_real import CONFIG_NAMES as names
+
+    at = task1_real.budget_args(budget, argparse.Namespace(data="/data/tiny-imagenet-50"))
+    row = task1_real.ROW_BY_KEY[key]
+    accs = acc if isinstance(acc, dict) else dict.fromkeys(names, acc)
+    entry = {"configs": {c: {"test_acc": a, "val_acc": val, "train_acc": train} for c, a in accs.items()},
+             "train_flops": flops, "train_seconds": 100.0, "train_views": 7 * at.epochs * 2500, "params": 4e5}
+    kept = {"dataset": task1_real.dataset_name(at), "epochs": at.epochs * row.epoch_factor,
+            "image_size": at.image_size, "train_config": task1_real.recipe(at),
+            "models": {row.model: entry}, **({"machine": machine} if machine else {})}
+    (results / budget).mkdir(parents=True, exist_ok=True)
+    (results / budget / f"{key}-seed{seed}.json").write_text(json.dumps(kept))
+
+
+def _fold(tmp_path: Path, monkeypatch) -> tuple[list, str]:
+    """Fake kept rows of six budgets (some seeds missing, machines mixed), folded into the task-1 report."""
+    import argparse
+
+    from benchmarks import task1_real
+
+    results = tmp_path / "results"
+    monkeypatch.setattr(task1_real, "RESULTS", results)
+    for seed in (0, 1):
+        _keep_row(results, "8ep-32px", "naive", seed, .40, "box A")
+        _keep_row(results, "8ep-32px", "ours", seed, .50, "box A" if seed == 0 else None)
+        _keep_row(results, "8ep-64px", "naive", seed, .42, "box B")
+        _keep_row(results, "8ep-64px", "ours", seed, {**dict.fromkeys(task1_real.CONFIG_NAMES, .55), "B": .41},
+                  "box B")
+        _keep_row(results, "8ep-32px-50pc", "naive", seed, .20, "box B", val=.20)
+        _keep_row(results, "8ep-32px-50pc", "ours", seed, .29, "box B")
+        _keep_row(results, "16ep-32px-50pc", "naive", seed, .26, "box B", val=.27)
+    _keep_row(results, "16ep-32px-50pc", "ours", 0, .31, "box B")  # seed 1 still training
+    _keep_row(results, "8ep-32px-lr0.004", "naive", 0, .41, "box A")
+    _keep_row(results, "8ep-32px-lr0.004", "ours", 0, .49, "box A")
+    _keep_row(results, "8ep-32px-mixup0.2", "ours", 0, .47, "box A")
+    (results / "8ep-32px" / "step-time.json").write_text("{}")  # not a row: not read as one
+    args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], out=tmp_path / "runs", rows="all",
+                              workers=2, data="/data/tiny-imagenet-50", train_per_class=None, lr=None, mix=None,
+                              mix_alpha=1.0)
+    monkeypatch.setattr(task1_real, "step_time_file", lambda a: tmp_path / "no-step-time.json")
+    budgets = task1_real.all_budgets(args)
+    return budgets, task1_real.report(budgets)
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(title)
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end >= 0 else None]
+
+
+def test_task1_budget_names_round_trip():
+    import argparse
+
+    from benchmarks import task1_real
+    from benchmarks.common import budget_name
+
+    args = argparse.Namespace(data="/data/tiny-imagenet-50")
+    for name in ("8ep-32px", "8ep-64px", "8ep-32px-150pc", "8ep-32px-lr0.004", "8ep-32px-lr1e-05", "8ep-32px-cutmix",
+                 "16ep-32px-mixup0.2", "64ep-32px-50pc", "8ep-32px-50pc-lr0.008-mixup"):
+        assert budget_name(task1_real.budget_args(name, args)) == name
+    for name in ("step-time", "8ep", "8ep-32px-lr", "8ep-32px-blend"):
+        assert task1_real.budget_args(name, args) is None
+
+
+def test_task1_report_folds_the_budgets_one_row_each_with_their_own_machines_and_seeds(tmp_path, monkeypatch):
+    from benchmarks.common import machine
+
+    budgets, text = _fold(tmp_path, monkeypatch)
+    # Every budget folder is read (the main one first, then other sizes, less data, learning rates, mixing).
+    assert [b.name for b in budgets] == ["8ep-32px", "8ep-64px", "8ep-32px-50pc", "16ep-32px-50pc",
+                                         "8ep-32px-lr0.004", "8ep-32px-mixup0.2"]
+    assert text.count("\n## ") == 3 and text.startswith("## Task 1 on real photos")
+    # The machine is the rows' own, never the machine that rebuilds the report.
+    assert machine() not in text
+    assert "Machine (ours and the naive set): box A; not recorded" in text
+    settings = _section(text, "## Task 1: the lead under other settings")
+    rows = [line for line in settings.splitlines() if line.startswith("| ") and not line.startswith("| setting")]
+    # One row per budget at 8 epochs with both sides: the headline, 64 px, 50 per class, lr 0.004 (not mixing,
+    # which only ours ran, nor 16 epochs, which is a row of the epochs table).
+    assert [r.split(" | ")[0] for r in rows] == ["| the headline (32 px, all training images, peak lr 0.002)",
+                                                  "| 64 px", "| 50 training images per class", "| peak lr 0.004"]
+    headline, larger, less_data, lr = rows
+    assert "| – | 0,1 | 0.400 | 0.500 | +10.0 | 7/7 |" in headline
+    assert "| `--image-size 64` | 0,1 | 0.420 | 0.530 | +11.0 | 6/7 (not B) | B -1.0 to RGB +13.0 |" in larger
+    assert "| `--lr 0.004` | 0 only | 0.410 | 0.490 | +8.0 |" in lr
+    legend = settings.splitlines()[-1]
+    key_of = dict(part.split(": ", 1) for part in legend.removeprefix("Machines: ").rstrip(".").split("; "))
+    assert key_of[larger.split(" | ")[-1].rstrip(" |")] == "box B"
+    assert headline.endswith("| A, – |") and key_of["A"] == "box A" and key_of["–"].startswith("not recorded")
+    epochs = _section(text, "## Task 1: the lead against epochs")
+    assert "--budgets 8,16 --image-size 32 --seeds 0,1 --train-per-class 50 --workers 2" in epochs
+    assert "| 32 px, 50 training images per class (2,500 images) | 8 | 0,1 | 0.200 | 0.290 | +9.0 |" in epochs
+    # A budget with only some seeds says which, and compares both sides on the same seeds.
+    assert "| 16 | 0 only; naive also 1 | 0.260 | 0.310 | +5.0 |" in epochs
+    assert "not converged by 16 epochs" in epochs
+    variants = _section(text, "## Task 1: variants of ours at other settings")
+    assert ("| 8 epochs, 32 px | ours, MixUp (α 0.2) | `--rows ours --mix mixup --mix-alpha 0.2` | 0 | 0.470 | "
+            in variants)
+    assert "| 0.500 / 0.300 | -3.0 | – | 1.00× |" in variants  # against ours at 8 epochs, seed 0
+
+
+def test_task1_report_replaces_the_per_budget_sections_in_place(tmp_path, monkeypatch):
+    import argparse
+
+    from benchmarks import common, task1_real
+
+    _, text = _fold(tmp_path, monkeypatch)
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\n<!-- other:start -->\nkeep me\n<!-- other:end -->\n\n"
+                  "<!-- task1-real:start -->\nold headline\n<!-- task1-real:end -->\n\nA note.\n\n"
+                  "<!-- task1-real-8ep-64px:start -->\nold 64 px\n<!-- task1-real-8ep-64px:end -->\n\n"
+                  "<!-- gpu:start -->\ngpu\n<!-- gpu:end -->\n\n"
+                  "<!-- task1-real-convergence-32px-50pc:start -->\nold\n"
+                  "<!-- task1-real-convergence-32px-50pc:end -->\n")
+    monkeypatch.setattr(common, "BENCHMARKS_MD", md)
+    args = argparse.Namespace(epochs=8, image_size=64, seeds=[0], out=tmp_path / "runs", rows="naive,ours",
+                              workers=2, data="/data/tiny-imagenet-50", train_per_class=None, lr=None, mix=None,
+                              mix_alpha=1.0)
+    task1_real.write_report(args)  # a rerun at another budget rewrites the whole folded part
+    written = md.read_text()
+    assert written == ("# Benchmarks\n\n<!-- other:start -->\nkeep me\n<!-- other:end -->\n\n"
+                       f"<!-- task1-real:start -->\n{text}\n<!-- task1-real:end -->\n\nA note.\n\n"
+                       "<!-- gpu:start -->\ngpu\n<!-- gpu:end -->\n")
+
+
+def test_task1_epochs_table_finds_where_the_naive_set_stops_improving(tmp_path):
     """--budgets: the lead against epochs, with the first budget whose doubling gains under half a point."""
     import argparse
 
@@ -236,23 +371,71 @@ def test_convergence_report_finds_where_the_naive_set_stops_improving(tmp_path, 
     naive_at = {8: (.30, .29), 16: (.36, .35), 32: (.362, .36)}
     ours_at = {8: .40, 16: .41, 32: .36}  # at 32 epochs B falls behind
 
-    def rows(args, seeds):
-        val, test = naive_at[args.epochs]
+    def entry(seed, epochs, test_acc, val_acc, machine):
+        return {"configs": {c: {"test_acc": test_acc(c), "val_acc": val_acc, "train_acc": 0.5} for c in names},
+                "seed": seed, "train_flops": 1e14, "train_views": 7 * epochs * 2500, "machine": machine}
 
-        def entry(seed, test_acc, val_acc, machine):
-            return {"configs": {c: {"test_acc": test_acc(c), "val_acc": val_acc, "train_acc": 0.5} for c in names},
-                    "seed": seed,
-                    "train_flops": 1e14, "machine": machine}
-        return {"naive": [entry(s, lambda c: test, val, "box A") for s in seeds],
-                "ours": [entry(s, lambda c: ours_at[args.epochs] - (.02 if c == "B" and args.epochs == 32 else 0),
-                               0.0, None) for s in seeds]}
+    budgets = []
+    for epochs, (val, test) in naive_at.items():
+        at = argparse.Namespace(epochs=epochs, image_size=32, train_per_class=50, lr=None, mix=None, mix_alpha=1.0)
+        budgets.append(task1_real.Budget(f"{epochs}ep-32px-50pc", at, {
+            "naive": [entry(s, epochs, lambda c: test, val, "box A") for s in (0, 1)],
+            "ours": [entry(s, epochs, lambda c: ours_at[epochs] - (.02 if c == "B" and epochs == 32 else 0), 0.0,
+                           None) for s in (0, 1)]}))
+    text = "\n".join(task1_real.epochs_section(budgets, task1_real.Machines()))
+    assert "--budgets 8,16,32 --image-size 32 --seeds 0,1 --train-per-class 50 --workers 2" in text
+    assert "Machines: A: box A; –: not recorded" in text
+    assert ("| 32 px, 50 training images per class (2,500 images) | 8 | 0,1 | 0.290 | 0.400 | +11.0 | 7/7 | "
+            "RGB +11.0 to RGB +11.0 | 0.300 / 0.000 | 0.500 / 0.500 |") in text
+    assert "| 16 (naive converged) | 0,1 | 0.350 | 0.410 | +6.0 | 7/7 |" in text
+    assert "| 32 | 0,1 | 0.360 | 0.357 | -0.3 | 6/7 (not B) | B -2.0 to RGB +0.0 |" in text
+    assert "the naive set converges at 16 epochs" in text and "ours − naive is +6.0 points" in text
 
-    monkeypatch.setattr(task1_real, "load_rows", rows)
-    args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], out=tmp_path, train_per_class=50)
-    text = task1_real.convergence_report(args, [8, 16, 32])
-    assert "--budgets 8,16,32 --image-size 32 --seeds 0,1 --train-per-class 50" in text
-    assert "Machine: box A; not recorded" in text
-    assert "| 8 | 0,1 | 0.300 | 0.290 | 0.400 | +11.0 | 7/7 | RGB +11.0 | 0.500 / 0.500 | 1.0000× |" in text
-    assert "| 16 (naive converged) | 0,1 | 0.360 | 0.350 | 0.410 | +6.0 | 7/7 |" in text
-    assert "| 32 | 0,1 | 0.362 | 0.360 | 0.357 | -0.3 | 6/7 | B -2.0 |" in text
-    assert "The naive set converges at 16 epochs" in text and "ours − naive is +6.0 points" in text
+
+# --- README and docs against BENCHMARKS.md -------------------------------------------------------------
+
+#: A figure: a number with a decimal point, a sign, ×, % or "/7" (see the README test's docstring).
+FIGURE = re.compile(r"(?<![\w.,/])(?:[+\-−]\d+(?:\.\d+)?|\d*\.\d+|\d+(?:\.\d+)?(?=[×%])|\d/7)[×%M]?(?![\w.]*\d)")
+
+
+def _figures(text: str) -> list[str]:
+    """The result figures of markdown ``text``, outside code and link targets, normalised (−0.4 → -0.4,
+    .489 → 0.489)."""
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"`[^`]*`", "", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    return [re.sub(r"^([+\-]?)\.", r"\g<1>0.", f.replace("−", "-")) for f in FIGURE.findall(text)]
+
+
+def test_every_result_figure_in_the_readme_is_in_benchmarks():
+    """Every result figure in README.md also stands in BENCHMARKS.md, where its command is.
+
+    A result figure is a number written with a decimal point (0.540, .489, 1.0001×, 21.31M), a sign
+    (+9.2, −1.4), a × or a % (5.3×, 84%), or a count out of the seven configurations (5/7).
+    Integers without any of these are settings or counts, not results (seeds 0, 1, 2; 8, 16, 32 and
+    64 epochs; 32 px; 2,500 images; 4 weight layers), and are not checked; neither is anything in
+    code (commands, install lines, version pins) or in a link's target. The README's own prose may
+    write .489 for 0.489 and − for -; the figure is compared in BENCHMARKS.md's form.
+    """
+    assert _figures("ours .999 (+1.5 points, −0.4), 3.2× and 12%, 4/7, 0.41M; 8 epochs, 32 px, 2,500 images, "
+                    "onnxruntime 1.31.1, x86-64, `0.123`, [a](#b-0.5)") == [
+        "0.999", "+1.5", "-0.4", "3.2×", "12%", "4/7", "0.41M"]
+    readme = (ROOT / "README.md").read_text()
+    known = set(_figures((ROOT / "BENCHMARKS.md").read_text()))
+    figures = _figures(readme)
+    assert len(figures) > 20  # the results section's table and prose are read
+    assert sorted(set(f for f in figures if f not in known)) == []
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a markdown heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_into_benchmarks_name_its_sections():
+    """README.md and docs/*.md link to BENCHMARKS.md sections by anchor; every anchor must exist."""
+    headings = re.findall(r"^#{1,6} (.+)$", (ROOT / "BENCHMARKS.md").read_text(), re.M)
+    anchors = {_slug(h) for h in headings}
+    links = [(path.name, anchor) for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+             for anchor in re.findall(r"BENCHMARKS\.md#([\w-]+)", path.read_text())]
+    assert links and [link for link in links if link[1] not in anchors] == []
