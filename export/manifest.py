@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 _COMPATIBILITY_KEYS = ("contract_version", "task", "model", "class_names", "image_size")
 
 
+#: The table ``cli.py export`` prints, a row per installed graph (:meth:`GraphRecord.table_rows`).
+GRAPH_TABLE_HEADER = "| channels | file | size | parity max diff | simplified |\n|---|---|---|---|---|"
+
+
 @dataclass
 class GraphRecord:
     """One graph's manifest entry (keys: ``runtime.contract.MANIFEST_ENTRY_KEYS``)."""
@@ -50,6 +54,17 @@ class GraphRecord:
         entry = asdict(self)
         entry.update(entry.pop("extra"))
         return entry
+
+    def table_rows(self) -> list[str]:
+        """This graph's row of :data:`GRAPH_TABLE_HEADER`'s table, then one per variant (int8, fp16)."""
+        simplified = "yes" if self.simplified else "no: " + self.simplify_note
+        rows = [f"| {self.channels} | {self.file} | {self.size / 1024:.1f} KiB | {self.parity['max_abs_diff']:.2e} | "
+                f"{simplified} |"]
+        for precision, variant in self.extra.items():
+            accuracy = variant["accuracy"]
+            rows.append(f"| {self.channels} {precision} | {variant['file']} | {variant['size'] / 1024:.1f} KiB | "
+                        f"val top-1 {100 * accuracy['change']:+.2f} pt ({accuracy['validated_on']}) | - |")
+        return rows
 
 
 def manifest_header(task: str, model: str, model_version: str, class_names: Sequence[str],

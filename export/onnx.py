@@ -31,8 +31,7 @@ from .manifest import GraphRecord
 from .metadata import ModelInfo, exporter_versions, graph_metadata, set_metadata
 from .parity import (DEFAULT_ATOL, DEFAULT_BATCH_SIZES, REFERENCE_BATCH, Reference, check_reference_evaluator,
                      cpu_session, parity_inputs, run_session, validate_parity)
-
-DEFAULT_OPSET = 18
+from .request import DEFAULT_OPSET  # defined with the CLI's defaults, where no torch is imported
 
 
 #: The dynamo exporter emits this opset and newer natively; older ones it can only down-convert,

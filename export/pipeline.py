@@ -23,9 +23,10 @@ from .errors import ExportError
 from .images import ImageSet, parity_images
 from .manifest import GraphRecord, manifest_header, start_manifest, write_manifest
 from .metadata import ModelInfo, project_version
-from .onnx import DEFAULT_OPSET, export_onnx
+from .onnx import export_onnx
 from . import precision as variant_targets
-from .precision import DEFAULT_MAX_DROP, export_variant, variant_data
+from .precision import export_variant, variant_data
+from .request import ExportRequest
 
 ARTIFACTS = Path("artifacts")
 #: The model each task exports unless told otherwise (its graphs go to ``<task>/onnx/``).
@@ -126,11 +127,11 @@ def plan(task: str, channels: str, model: str | None, checkpoint: Path | None,
     return pairs[0][1].info.model, pairs
 
 
-def export_task(task: str = "task1", channels: str = "all", model: str | None = None,
+def export_task(task: str = ExportRequest.task, channels: str = ExportRequest.channels, model: str | None = None,
                 checkpoint: "str | Path | None" = None, out: "str | Path | None" = None,
-                opset: int = DEFAULT_OPSET, images: "str | Path | None" = None, int8: bool = False,
+                opset: int = ExportRequest.opset, images: "str | Path | None" = None, int8: bool = False,
                 fp16: bool = False, data: "str | Path | None" = None, dataset=None,
-                max_drop: float = DEFAULT_MAX_DROP, lower: bool = False,
+                max_drop: float = ExportRequest.max_drop, lower: bool = False,
                 root: Path = ARTIFACTS, on_graph: Callable[[GraphRecord], None] | None = None) -> ExportResult:
     """Export and validate one graph per configuration into ``out`` and update its manifest.
 

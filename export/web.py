@@ -117,6 +117,12 @@ class WebBundle:
     def size(self) -> int:
         return sum(self.files.values())
 
+    def summary(self) -> str:
+        """Where the bundle is, what it holds, and how to serve and open it."""
+        return (f"web bundle in {self.path}: {len(self.graphs)} graph(s), {len(self.files)} files, "
+                f"{self.size / 2**20:.1f} MiB; serve it with `python -m http.server -d {self.path}` and "
+                "open http://localhost:8000/ (#selftest checks it against the Python runtime)")
+
 
 # --- onnxruntime-web ----------------------------------------------------------------------------
 

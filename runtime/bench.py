@@ -1,6 +1,7 @@
 """Latency measurement shared by ``python cli.py bench`` and the benchmark scripts (no torch here)."""
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -102,3 +103,47 @@ def benchmark(make_classifier: Callable[[], "Classifier"], config: "ChannelConfi
     return {"channels": config.name, "image_size": spec.image_size, "provider": clf.providers[0],
             "providers": clf.providers, "threads": threads, "eager_threads": eager_threads,
             "first_inference_ms": first_ms, "tensorrt": tensorrt, "torch_eager": eager_note, "results": rows}
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """What ``cli.py bench`` reports: :func:`benchmark`'s dict for the graphs in ``artifacts``, run with
+    ``precision`` on ``device``."""
+
+    artifacts: str
+    precision: str
+    device: str
+    result: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``bench --json``'s object: the request, then the measurements (without the eager thread counts tried)."""
+        measured = {k: v for k, v in self.result.items() if k != "eager_threads"}
+        return {"artifacts": self.artifacts, "precision": self.precision, "device": self.device, **measured}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_text(self) -> str:
+        """Where it ran, the first inference, then a markdown table of latencies per runtime and batch size."""
+        r = self.result
+        lines = [f"{r['channels']} graph from {self.artifacts}, {r['image_size']} px, device {self.device}: ran on "
+                 f"{r['provider']} (providers {', '.join(r['providers'])}), {r['threads']} cores"]
+        if (trt := r["tensorrt"]) is not None:
+            engine = "engine found: loaded" if trt["engine_was_cached"] else "empty: engine built"
+            lines.append(f"TensorRT engine cache {trt['engine_cache']} ({engine} in the first inference), "
+                         f"fp16 {'on' if trt['fp16'] else 'off'}")
+        lines += [f"first inference (load, verify, create session, run 1 image): {r['first_inference_ms']:.1f} ms",
+                  f"PyTorch eager: {r['torch_eager']} (best of {r['eager_threads']} threads)",
+                  "| runtime | batch | threads | p50 ms | p90 ms | p99 ms | images/s |",
+                  "|---|---|---|---|---|---|---|"]
+        for row in r["results"]:
+            for name in ("onnxruntime", "torch_eager"):
+                if name in row:
+                    t = row[name]
+                    lines.append(f"| {name} | {t['batch_size']} | {t.get('threads', r['threads'])} | "
+                                 f"{t['p50_ms']:.3f} | {t['p90_ms']:.3f} | {t['p99_ms']:.3f} | "
+                                 f"{t['images_per_s']:.0f} |")
+            if "max_abs_logit_diff" in row:
+                lines.append(f"  batch {row['batch_size']}: max |logit difference| onnxruntime vs eager "
+                             f"{row['max_abs_logit_diff']:.2e}")
+        return "\n".join(lines)

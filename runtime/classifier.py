@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +32,25 @@ class Prediction:
     label: str
     index: int
     probability: float
+
+
+@dataclass(frozen=True)
+class FilePredictions:
+    """Image files' top-k classes, all through one configuration: what ``cli.py predict`` prints."""
+
+    paths: list[str]
+    channels: str
+    predictions: list[list[Prediction]]
+
+    def to_json(self) -> str:
+        """``predict --json``: a list with, per image, its path, the configuration and its predictions."""
+        return json.dumps([{"image": path, "channels": self.channels, "predictions": [asdict(p) for p in preds]}
+                           for path, preds in zip(self.paths, self.predictions)], indent=2)
+
+    def to_text(self) -> str:
+        """One line per image: ``path [RG]: label 0.912, label 0.031, ...``."""
+        return "\n".join(f"{path} [{self.channels}]: " + ", ".join(f"{p.label} {p.probability:.3f}" for p in preds)
+                         for path, preds in zip(self.paths, self.predictions))
 
 
 @dataclass(frozen=True)

@@ -208,3 +208,41 @@ def report(artifacts: Path | None = None, load_torch: Callable[[], ModuleType | 
     if isinstance(cpu_session, str):  # the CPU provider is always there: the graphs themselves are the problem
         found["problems"].append(f"--artifacts {artifacts}: {cpu_session.removeprefix('error: ')}")
     return found
+
+
+def format_report(report: dict) -> str:
+    """:func:`report`'s dict as the lines ``doctor`` prints: install, providers, what each device value
+    requests (and ran on), the libraries, torch, then the problems found."""
+    ort_info, install = report["onnxruntime"], report["install"]
+    lines = [f"onnxruntime {ort_info['version']} (built for CUDA {ort_info['built_for_cuda'] or '-'}); "
+             f"installed: {', '.join(f'{n} {v}' for n, v in ort_info['distributions'])}",
+             f"platform {install['platform']}{' (Jetson)' if install['jetson'] else ''}: `pip install .` brings "
+             f"{install['expected']}; installed: {', '.join(install['installed']) or 'none found'}: {install['case']}",
+             f"available providers: {', '.join(report['available_providers'])}; "
+             f"cores available: {report['available_cores']}"]
+    for device, plan in report["devices"].items():
+        ran = report.get("sessions", {}).get(device)
+        ran_text = "" if ran is None else f"; ran on: {ran if isinstance(ran, str) else ', '.join(ran)}"
+        lines.append(f"  --device {device:<8} requests {', '.join(plan['providers'])}"
+                     f"{' (wants ' + plan['wanted'] + ')' if plan['wanted'] else ''}{ran_text}")
+    if "preload_dlls" in report:
+        lines.append(f"onnxruntime.preload_dlls(): {report['preload_dlls']}")
+    for name, lib in report["libraries"].items():
+        state = {"at start": "loads", "after preload_dlls": "loads only after onnxruntime.preload_dlls()",
+                 None: f"MISSING: {lib['error']}"}[lib["loads"]]
+        lines.append(f"  {lib['component']:<12} {name:<20} {state}")
+    lib = report["cuda_provider_library"]
+    lines.append(f"  CUDA provider library: {'loads' if lib['error'] is None else 'FAILS: ' + lib['error']}")
+    if trt := report.get("tensorrt"):
+        state = "loads" if trt["error"] is None else "MISSING: " + trt["error"]
+        lines += [f"  TensorRT     {trt['library']:<20} {state}",
+                  "  TensorRT provider library: "
+                  f"{'loads' if trt['provider_library_error'] is None else 'FAILS: ' + trt['provider_library_error']}"
+                  f"; engine cache {trt['engine_cache']}"]
+    torch_info = report["torch"]
+    lines.append("torch: not installed" if torch_info is None else
+                 f"torch {torch_info['version']}, CUDA {torch_info['cuda'] or 'none (CPU build)'}, "
+                 f"GPU visible: {torch_info['cuda_available']}")
+    found = report["problems"]
+    lines.append("problems:\n" + "\n".join(f"  - {p}" for p in found) if found else "no problems found")
+    return "\n".join(lines)

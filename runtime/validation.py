@@ -7,19 +7,18 @@ trt_fp16=True)``, checked by ``cli.py evaluate --trt-fp16``) record the same fie
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from .channels import ChannelConfig
 from .errors import AnyChannelError
+from .request import DEFAULT_MAX_DROP  # beside the commands' defaults; export.precision reads it here
 
 if TYPE_CHECKING:
     from .classifier import Classifier
-
-#: Largest accepted loss of top-1 (absolute: 0.02 = 2 points).
-DEFAULT_MAX_DROP = 0.02
 
 
 @dataclass(frozen=True)
@@ -114,3 +113,58 @@ def validate_precision(candidate: "Classifier", reference: "Classifier", images:
             raise PrecisionDropError(config.name, what, check)
         results[config.name] = check
     return results
+
+
+# --- what ``cli.py evaluate`` reports -------------------------------------------------------------
+
+class ClassMismatchError(AnyChannelError, ValueError):
+    """Labelled images whose class list is not the graphs': their label indices mean other classes."""
+
+
+def first_names(names: Sequence[str], shown: int = 3) -> str:
+    """``cat, dog (2 classes)`` or ``a, b, c, ... (50 classes)``."""
+    head = ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+    return f"{head} ({len(names)} classes)"
+
+
+def check_same_classes(data_name: str, data_classes: Sequence[str], graph_classes: Sequence[str],
+                       artifacts: object) -> None:
+    """Raise :class:`ClassMismatchError` unless the dataset's classes are the graphs', in the same order."""
+    if tuple(data_classes) != tuple(graph_classes):
+        raise ClassMismatchError(f"{data_name} has classes {first_names(data_classes)}, but the graphs in "
+                                 f"{artifacts} were trained on {first_names(graph_classes)}; evaluate them on "
+                                 "data with the same classes")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Top-1 of exported graphs on a dataset's test split: :func:`accuracy_rows`' rows and where they came from."""
+
+    artifacts: str
+    data: str
+    images: int
+    providers: list[str]
+    trt_fp16: bool
+    rows: list[dict]
+
+    def to_json(self) -> str:
+        """``evaluate --json``."""
+        return json.dumps({"artifacts": self.artifacts, "data": self.data, "split": "test",
+                           "providers": self.providers, "trt_fp16": self.trt_fp16, "results": self.rows}, indent=2)
+
+    def to_text(self) -> str:
+        """A heading line, then a markdown table: top-1 per configuration (beside fp32's with TensorRT fp16)."""
+        lines = [f"{self.data} test split, {self.images} images, graphs in {self.artifacts} "
+                 f"({', '.join(self.providers)}{', TensorRT fp16' if self.trt_fp16 else ''})"]
+        if not self.trt_fp16:
+            lines += ["| channels | top-1 accuracy |", "|---|---|"]
+            lines += [f"| {row['channels']} | {100 * row['accuracy']:.2f}% |" for row in self.rows]
+            return "\n".join(lines)
+        lines += ["| channels | top-1 accuracy | fp32 (CPU) | change | top-1 agreement | max logit diff |",
+                  "|---|---|---|---|---|---|"]
+        for row in self.rows:
+            c = row["fp32"]
+            lines.append(f"| {row['channels']} | {100 * row['accuracy']:.2f}% | {100 * c['fp32_top1']:.2f}% | "
+                         f"{100 * c['change']:+.2f} pt | {c['top1_agreement_with_fp32']:.4f} | "
+                         f"{c['max_abs_logit_diff']:.2e} |")
+        return "\n".join(lines)

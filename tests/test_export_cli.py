@@ -114,3 +114,27 @@ def test_parity_failure_aborts_with_the_configuration_and_the_difference(checkpo
     result = _export("--channels", "R", "--checkpoint", str(checkpoint), "--out", str(out))
     _assert_fails(result, "error: R: parity check failed: max |logits diff| 0.002 (tolerance 0.0001)", out)
     assert not list(out.iterdir())  # nothing installed, no temporary file left
+
+
+def test_export_request_runs_without_the_cli_and_echoes_the_table(checkpoint, tmp_path):
+    """export.request.run is what the command calls: the table's header, a row per graph, then the summary."""
+    from export.request import ExportRequest, run
+
+    lines: list[str] = []
+    out = run(ExportRequest(channels="RGB,R", checkpoint=checkpoint, out=tmp_path / "onnx"), echo=lines.append)
+    assert out == tmp_path / "onnx" and sorted(p.name for p in out.glob("*.onnx")) == ["task1-R.onnx", "task1-RGB.onnx"]
+    assert lines[0] == "| channels | file | size | parity max diff | simplified |\n|---|---|---|---|---|"
+    assert [line.split(" | ")[:2] for line in lines[1:3]] == [["| RGB", "task1-RGB.onnx"], ["| R", "task1-R.onnx"]]
+    assert lines[3] == f"2 graph(s) in {out}; manifest {out / 'manifest.json'}" and len(lines) == 4
+
+
+def test_graph_record_rows_show_size_parity_and_each_variants_top1_change():
+    from export.manifest import GraphRecord
+
+    record = GraphRecord("task1-R.onnx", "0" * 64, 2048, 18, [], [], "R", [0], [0.5], [0.2], "fp32", False,
+                         "onnxsim failed", {"max_abs_diff": 1.5e-6}, {}, "", "",
+                         extra={"int8": {"file": "task1-R.int8.onnx", "size": 1024,
+                                         "accuracy": {"change": -0.0125, "validated_on": "CPUExecutionProvider"}}})
+    assert record.table_rows() == [
+        "| R | task1-R.onnx | 2.0 KiB | 1.50e-06 | no: onnxsim failed |",
+        "| R int8 | task1-R.int8.onnx | 1.0 KiB | val top-1 -1.25 pt (CPUExecutionProvider) | - |"]

@@ -266,3 +266,147 @@ def test_library_evaluates_and_benchmarks_without_the_cli(task1_artifacts):
     assert seen == [clf] and report["channels"] == "RG" and report["torch_eager"] == "same"
     assert [r["batch_size"] for r in report["results"]] == [1, 2]
     assert all(r["max_abs_logit_diff"] == 0.0 and r["onnxruntime"]["runs"] == 2 for r in report["results"])
+
+
+# --- runtime.request: what predict, evaluate and bench run, without the CLI -------------------------
+
+def test_request_defaults_are_the_classifiers(task1_artifacts):
+    """RuntimeOptions and PredictRequest default to what Classifier itself defaults to."""
+    import inspect
+
+    from runtime.request import PredictRequest, RuntimeOptions
+
+    init = inspect.signature(Classifier.__init__).parameters
+    for name in ("device", "precision", "trt_fp16", "trt_cache_dir"):
+        assert getattr(RuntimeOptions, name) == init[name].default, name
+    assert PredictRequest.top_k == inspect.signature(Classifier.predict).parameters["top_k"].default
+    clf = RuntimeOptions(device="cpu").classifier(task1_artifacts)
+    assert clf.device == "cpu" and clf.artifacts.precision == "fp32"
+
+
+def test_predict_request_gives_each_file_its_top_k(task1_artifacts, tmp_path):
+    from runtime.request import PredictRequest, RuntimeOptions, predict
+
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    rng = np.random.default_rng(3)
+    for path in paths:
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(path)
+    result = predict(PredictRequest(paths, task1_artifacts, "GB", top_k=2, runtime=RuntimeOptions(device="cpu")))
+    expected = Classifier(task1_artifacts, device="cpu").predict([str(p) for p in paths], "GB", top_k=2)
+    assert result.paths == [str(p) for p in paths] and result.channels == "GB" and result.predictions == expected
+    as_json = json.loads(result.to_json())
+    assert [o["image"] for o in as_json] == result.paths
+    assert as_json[1]["predictions"][0]["label"] == expected[1][0].label
+    lines = result.to_text().splitlines()
+    assert lines[0] == f"{paths[0]} [GB]: {expected[0][0].label} {expected[0][0].probability:.3f}, " \
+                       f"{expected[0][1].label} {expected[0][1].probability:.3f}"
+
+
+class _Split:
+    """A labelled split as runtime.request.evaluate reads it: images, labels and a length."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _fake_dataset(clf: Classifier, class_names=None, n: int = 6):
+    """What ``train.data.load_dataset`` returns, as far as runtime.request.evaluate reads it."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(1)
+    size = clf.artifacts.image_size
+    test = _Split(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), rng.integers(0, len(clf.class_names), n))
+    return SimpleNamespace(name="fake", class_names=list(class_names or clf.class_names), splits={"test": test})
+
+
+def test_evaluate_request_scores_a_loaded_split_and_refuses_other_classes(clf, task1_artifacts):
+    from runtime.request import EvaluateRequest, RuntimeOptions, evaluate
+    from runtime.validation import ClassMismatchError
+
+    dataset = _fake_dataset(clf)
+    asked = []
+    request = EvaluateRequest(task1_artifacts, data="somewhere", channels="RGB,R", batch_size=4,
+                              runtime=RuntimeOptions(device="cpu"))
+    result = evaluate(request, lambda data, size: asked.append((data, size)) or dataset)
+    assert asked == [("somewhere", clf.artifacts.image_size)]
+    test = dataset.splits["test"]
+    expected = float((clf.predict_logits(test.images, "R").argmax(1) == test.labels).mean())
+    assert [r["channels"] for r in result.rows] == ["RGB", "R"] and result.rows[1]["accuracy"] == expected
+    assert json.loads(result.to_json())["split"] == "test" and json.loads(result.to_json())["data"] == "fake"
+    text = result.to_text().splitlines()
+    assert text[0] == f"fake test split, 6 images, graphs in {task1_artifacts} (CPUExecutionProvider)"
+    assert text[1:3] == ["| channels | top-1 accuracy |", "|---|---|"] and text[4] == f"| R | {100 * expected:.2f}% |"
+    other = _fake_dataset(clf, class_names=["cat", "dog"])
+    with pytest.raises(ClassMismatchError, match=r"fake has classes cat, dog \(2 classes\), but the graphs"):
+        evaluate(request, lambda data, size: other)
+
+
+def test_evaluation_text_with_tensorrt_fp16_shows_the_fp32_comparison():
+    from runtime.validation import Evaluation
+
+    check = {"fp32_top1": 0.5, "change": -0.01, "top1_agreement_with_fp32": 0.98, "max_abs_logit_diff": 0.003}
+    text = Evaluation("a/onnx", "d", 10, ["TensorrtExecutionProvider"], True,
+                      [{"channels": "RGB", "images": 10, "accuracy": 0.49, "fp32": check}]).to_text()
+    assert text.splitlines() == [
+        "d test split, 10 images, graphs in a/onnx (TensorrtExecutionProvider, TensorRT fp16)",
+        "| channels | top-1 accuracy | fp32 (CPU) | change | top-1 agreement | max logit diff |",
+        "|---|---|---|---|---|---|",
+        "| RGB | 49.00% | 50.00% | -1.00 pt | 0.9800 | 3.00e-03 |"]
+
+
+def test_bench_request_reports_the_request_and_the_measurements(task1_artifacts):
+    from runtime.request import BenchRequest, RuntimeOptions, bench, parse_batch_sizes
+
+    assert parse_batch_sizes("32, 1,1") == (1, 32)
+    for bad in ("0", "", "a,2", "-1"):
+        with pytest.raises(ValueError, match="expected positive integers such as 1,32"):
+            parse_batch_sizes(bad)
+    seen = []
+    request = BenchRequest(task1_artifacts, "GB", (1, 2), runs=2, warmup=0, runtime=RuntimeOptions(device="cpu"))
+    report = bench(request, lambda clf, config: seen.append(config.name) or (None, "skipped: none here"))
+    assert seen == ["GB"]
+    as_dict = report.to_dict()
+    assert list(as_dict)[:4] == ["artifacts", "precision", "device", "channels"] and "eager_threads" not in as_dict
+    assert as_dict["device"] == "cpu" and [r["batch_size"] for r in as_dict["results"]] == [1, 2]
+    assert json.loads(report.to_json()) == as_dict
+    text = report.to_text().splitlines()
+    assert text[0].startswith(f"GB graph from {task1_artifacts}, ")
+    assert "device cpu: ran on CPUExecutionProvider" in text[0]
+    assert text[2].startswith("PyTorch eager: skipped: none here (best of ")
+    assert text[3] == "| runtime | batch | threads | p50 ms | p90 ms | p99 ms | images/s |"
+    assert [line.split(" | ")[:2] for line in text[5:]] == [["| onnxruntime", "1"], ["| onnxruntime", "2"]]
+
+
+def test_bench_text_names_the_tensorrt_engine_cache_and_the_eager_difference():
+    from runtime.bench import BenchReport
+
+    timing = {"batch_size": 4, "p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0, "images_per_s": 4000.0}
+    result = {"channels": "R", "image_size": 16, "provider": "TensorrtExecutionProvider",
+              "providers": ["TensorrtExecutionProvider", "CPUExecutionProvider"], "threads": 8,
+              "eager_threads": [1, 8], "first_inference_ms": 12.34, "torch_eager": "ckpt.pt",
+              "tensorrt": {"fp16": True, "engine_cache": "/c", "engine_was_cached": False, "max_batch": 32},
+              "results": [{"batch_size": 4, "onnxruntime": timing, "torch_eager": timing | {"threads": 1},
+                           "max_abs_logit_diff": 1e-6}]}
+    lines = BenchReport("g", "fp32", "tensorrt", result).to_text().splitlines()
+    assert lines[1] == "TensorRT engine cache /c (empty: engine built in the first inference), fp16 on"
+    assert lines[2] == "first inference (load, verify, create session, run 1 image): 12.3 ms"
+    assert lines[3] == "PyTorch eager: ckpt.pt (best of [1, 8] threads)"
+    assert lines[6:] == ["| onnxruntime | 4 | 8 | 1.000 | 2.000 | 3.000 | 4000 |",
+                         "| torch_eager | 4 | 1 | 1.000 | 2.000 | 3.000 | 4000 |",
+                         "  batch 4: max |logit difference| onnxruntime vs eager 1.00e-06"]
+
+
+def test_doctor_report_as_text_lists_devices_libraries_and_problems():
+    from runtime import doctor
+
+    report = doctor.report(None, load_torch=lambda: None, preload=False)
+    report["problems"] = ["first", "second"]
+    text = doctor.format_report(report)
+    assert text.startswith(f"onnxruntime {report['onnxruntime']['version']} (built for CUDA ")
+    assert "\n  --device cpu      requests CPUExecutionProvider\n" in text  # the one plan alike everywhere
+    assert "torch: not installed" in text and text.endswith("problems:\n  - first\n  - second")
+    report["problems"] = []
+    assert doctor.format_report(report).endswith("\nno problems found")

@@ -356,6 +356,44 @@ def test_evaluate_validates_tensorrt_fp16_against_fp32(run_cli, task1_artifacts,
     assert run_cli("evaluate", "--artifacts", task1_artifacts, "--trt-fp16").exit_code == 2  # needs tensorrt
 
 
+def test_every_option_is_a_request_field_with_its_default():
+    """The commands' options are their requests' fields (none left to a silent default), defaulting to them."""
+    from dataclasses import MISSING, fields
+    from enum import Enum
+
+    import typer
+
+    import cli
+    from export.request import ExportRequest
+    from runtime.request import BenchRequest, EvaluateRequest, PredictRequest, RuntimeOptions, parse_batch_sizes
+    from train.request import TrainRequest
+
+    commands = typer.main.get_command(app).commands
+    for name, request in [("train", TrainRequest), ("export", ExportRequest), ("predict", PredictRequest),
+                          ("evaluate", EvaluateRequest), ("bench", BenchRequest)]:
+        given = {p.name: p.default.value if isinstance(p.default, Enum) else p.default
+                 for p in commands[name].params}
+        wanted = {f.name: f.default for f in fields(request) if f.name != "runtime"}
+        if name in ("predict", "evaluate", "bench"):
+            wanted |= {f.name: f.default for f in fields(RuntimeOptions)}
+        assert set(wanted) <= set(given), (name, set(wanted) - set(given))
+        for field_name, default in wanted.items():
+            if default is not MISSING:  # train's task is a required argument
+                value = parse_batch_sizes(given[field_name]) if field_name == "batch_sizes" else given[field_name]
+                assert value == default, (name, field_name)
+    from runtime.device import DEVICES
+
+    assert sorted(d.value for d in cli.RuntimeDevice) == sorted(DEVICES)
+
+
+def test_the_cli_starts_without_torch_onnx_or_onnxruntime():
+    """Every command's defaults are read at start; the heavy packages wait for the command that needs them."""
+    code = "import sys, cli; print(sorted(m for m in ('torch', 'onnx', 'onnxruntime', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_console_command_is_the_cli():
     """`pip install .[train]` gives an `anychannel` command: the same app as `python cli.py`."""
     import subprocess

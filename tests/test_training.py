@@ -149,3 +149,51 @@ def test_train_request_checks_every_option_combination_before_data_work():
     checked = TrainRequest("task1", models="adaptive,naive", epochs=3).check()
     assert checked.models == ["adaptive", "naive"] and checked.options.strategy == "joint"
     assert TrainRequest("task1").train_config().epochs == 6 and TrainRequest("task2").train_config().epochs == 12
+
+
+def test_launch_checks_the_request_then_runs_the_command_per_process(monkeypatch):
+    """train.request.launch is `train --nproc N`: one check for all processes, then torchrun without --nproc."""
+    from train import distributed
+    from train.request import TrainRequest, launch
+
+    calls = []
+    monkeypatch.setattr(distributed, "launch", lambda n, argv, restarts: calls.append((n, argv, restarts)) or 7)
+    command = ["cli.py", "train", "task1", "--nproc", "2", "--max-restarts=1", "--epochs", "1"]
+    assert launch(TrainRequest("task1", epochs=1), 2, 1, command) == 7
+    assert calls == [(2, ["cli.py", "train", "task1", "--epochs", "1"], 1)]
+    with pytest.raises(ValueError, match="fewer than the 20 processes"):
+        launch(TrainRequest("task1", batch_size=14), 20, 0, command)
+    assert len(calls) == 1  # a bad request starts nothing
+
+
+def test_run_process_names_the_failing_rank_under_torchrun(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import train.request
+    from train import distributed
+    from train.request import RankError, TrainRequest, run_process
+
+    torn_down = []
+    monkeypatch.setattr(distributed, "teardown", lambda: torn_down.append(True))
+    bad = TrainRequest("task1", teacher="naive", data=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="--teacher applies to task2"):  # alone: the error itself
+        run_process(bad)
+    monkeypatch.setattr(distributed, "setup", lambda device: SimpleNamespace(distributed=True, rank=3, is_main=False))
+    monkeypatch.setattr(distributed, "set_single_thread_count", lambda: None)
+    for error, message in [(ValueError("bad"), "rank 3: bad"), (RuntimeError("nccl"), "rank 3: nccl"),
+                           (RuntimeError("rank 1: x"), "rank 1: x")]:  # the last already names its rank
+        monkeypatch.setattr(train.request, "run", lambda *args, e=error, **kwargs: (_ for _ in ()).throw(e))
+        with pytest.raises(RankError) as raised:
+            run_process(bad)
+        assert str(raised.value) == message
+    monkeypatch.setattr(train.request, "run", lambda *args, **kwargs: None)
+    assert run_process(bad) is False  # not the main process: it does not report
+    assert torn_down == [True] * 5
+
+
+def test_reports_text_is_the_results_table_and_where_the_reports_are(tmp_path):
+    from train.request import reports_text
+
+    (tmp_path / "results.md").write_text("| model | top-1 |\n")
+    assert reports_text(tmp_path) == (f"\n| model | top-1 |\n\nreports: {tmp_path / 'results.json'}, "
+                                      f"{tmp_path / 'results.md'}, {tmp_path}/curves-*.png")

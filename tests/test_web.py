@@ -272,3 +272,11 @@ def test_page_javascript_reproduces_the_runtime_bit_for_bit(tmp_path):
     assert "it is for RB, but the manifest lists it for RG" in got["spec_errors"][1]
     assert "expects stretch/bilinear resizing" in got["spec_errors"][2]
     assert "lacks metadata 'anychannel.std'" in got["spec_errors"][3]
+
+
+def test_bundle_summary_says_what_it_holds_and_how_to_serve_it(tmp_path):
+    bundle = web.WebBundle(tmp_path / "site", [("RGB", "task1-RGB.onnx"), ("R", "task1-R.onnx")],
+                           {"index.html": 2**19, "task1-RGB.onnx": 2**20})
+    assert bundle.summary() == (f"web bundle in {tmp_path / 'site'}: 2 graph(s), 2 files, 1.5 MiB; serve it with "
+                                f"`python -m http.server -d {tmp_path / 'site'}` and open http://localhost:8000/ "
+                                "(#selftest checks it against the Python runtime)")

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from .config import TrainConfig
-from .models.backbone import COMPACT
+from runtime.errors import AnyChannelError
+
+# Nothing that imports torch at module level: the CLI reads TrainRequest's defaults when it starts.
+from .config import COMPACT, TrainConfig
 
 if TYPE_CHECKING:
     from .distributed import DistContext
@@ -192,3 +194,53 @@ def run(request: TrainRequest, ctx: "DistContext | None" = None,
 
     return run_task2(dataset, checked.models, request.out_dir, request.train_config(), teacher=checked.teacher,
                      **common)
+
+
+class RankError(AnyChannelError):
+    """One process under torchrun failed; the message starts with its rank."""
+
+
+def launch(request: TrainRequest, nproc: int, max_restarts: int, command: Sequence[str]) -> int:
+    """Run ``command`` (this program, then its arguments) once per process, ``nproc`` processes under
+    torchrun, restarted up to ``max_restarts`` times after a failure; returns torchrun's exit code.
+
+    ``request`` is checked for ``nproc`` processes first: a bad option is one ``ValueError`` here, not
+    one per rank and torchrun's traceback. ``--nproc`` and ``--max-restarts`` are dropped from
+    ``command``: each process then runs as one rank (:func:`run_process`).
+    """
+    from . import distributed
+
+    request.check(world=nproc)
+    argv = distributed.strip_option(distributed.strip_option(command[1:], "--nproc"), "--max-restarts")
+    return distributed.launch(nproc, [command[0], *argv], max_restarts)
+
+
+def run_process(request: TrainRequest, echo: Callable[[str], None] = print) -> bool:
+    """:func:`run` as this process: alone, or as one rank when torchrun started it (the process group is
+    joined and left here). Returns whether this is the main process, the one that reports.
+
+    Under torchrun every failure is re-raised as :class:`RankError`, whose message says which process
+    failed; alone, errors pass unchanged.
+    """
+    from . import distributed
+
+    ctx = distributed.DistContext()
+    try:
+        ctx = distributed.setup(request.device)
+        if ctx.distributed:
+            distributed.set_single_thread_count()
+        run(request, ctx, echo=echo)
+    except (AnyChannelError, ValueError, RuntimeError) as exc:
+        if not ctx.distributed:
+            raise
+        message = str(exc)
+        raise RankError(message if message.startswith("rank ") else f"rank {ctx.rank}: {message}") from exc
+    finally:
+        distributed.teardown()
+    return ctx.is_main
+
+
+def reports_text(out_dir: Path) -> str:
+    """What ``train`` prints when it is done: the results table and where the reports are."""
+    return (f"\n{(out_dir / 'results.md').read_text()}\n"
+            f"reports: {out_dir / 'results.json'}, {out_dir / 'results.md'}, {out_dir}/curves-*.png")

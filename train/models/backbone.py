@@ -34,11 +34,10 @@ import torchvision
 from runtime.channels import ALL_CONFIGS, CHANNEL_MEAN, CHANNEL_NAMES, CHANNEL_STD, ChannelConfig
 from runtime.errors import AnyChannelError
 
+from ..config import COMPACT  # our own network's name, defined where no torch is imported
 from .layers import ChannelAdaptiveConv, ConfigNorm, PerConfig, activate_config, select_config
 from .registry import register_model
 
-#: Our own small network (``adaptive``, train/models/anychannel.py) rather than a torchvision one.
-COMPACT = "compact"
 #: Image side the probe runs at: not the 224 px the torchvision models are designed for, so a
 #: network bound to one input size (ViT, MaxViT) shows itself.
 PROBE_SIZE = 64
