@@ -1,4 +1,4 @@
-"""Our compact network against torchvision backbones made any-channel, on real photos.
+"""The anychannel model on each backbone, on real photos: our compact one against torchvision CNNs.
 
     python benchmarks/backbones.py [--epochs 8] [--image-size 64] [--train-images N]
                                    [--backbones compact,mobilenet_v3_small,resnet18]
@@ -64,12 +64,12 @@ def train_row(backbone: str, dataset, args) -> dict:
     run = run_dir(backbone, args)
     results = run / "results.json"
     if results.exists() and json.loads(results.read_text())["epochs"] == args.epochs:
-        return json.loads(results.read_text())["models"]["adaptive"]
+        return json.loads(results.read_text())["models"]["anychannel"]
     t0 = time.perf_counter()
-    run_task1(dataset, ["adaptive"], run, TrainConfig(epochs=args.epochs, seed=args.seed), resume=True,
+    run_task1(dataset, ["anychannel"], run, TrainConfig(epochs=args.epochs, seed=args.seed), resume=True,
               options=Task1Options(backbone=backbone), log=lambda line: print(line, flush=True))
     print(f"== {backbone}: {time.perf_counter() - t0:.0f} s", flush=True)
-    return json.loads(results.read_text())["models"]["adaptive"]
+    return json.loads(results.read_text())["models"]["anychannel"]
 
 
 def latency_row(backbone: str, args) -> dict[str, dict[int, float]]:
@@ -83,7 +83,7 @@ def latency_row(backbone: str, args) -> dict[str, dict[int, float]]:
     if cached.exists():
         return {c: {int(b): ms for b, ms in row.items()} for c, row in json.loads(cached.read_text()).items()}
     onnx_dir = run / "onnx"
-    export_task("task1", ",".join(LATENCY_CONFIGS), checkpoint=run / "adaptive" / "best.pt", out=onnx_dir)
+    export_task("task1", ",".join(LATENCY_CONFIGS), checkpoint=run / "anychannel" / "best.pt", out=onnx_dir)
     clf = Classifier(onnx_dir, device="cpu")
     rng = np.random.default_rng(0)
     out: dict[str, dict[int, float]] = {}

@@ -14,7 +14,7 @@ BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 # Read by oneDNN when torch loads, so benchmark scripts import this module first. Scripts that
 # time several models in one process (interleaved rounds) would otherwise have them evict each
 # other's compiled convolutions: with the default cache the naive CNNs measured 1.4x slower
-# beside ours than alone.
+# beside anychannel than alone.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")
 
 

@@ -1,12 +1,12 @@
 """What export buys at inference, and what the dynamic stem costs, on this machine's CPU.
 
-    python benchmarks/export_latency.py [--checkpoint artifacts/task1/adaptive/best.pt] [--runs 300]
+    python benchmarks/export_latency.py [--checkpoint artifacts/task1/anychannel/best.pt] [--runs 300]
 
-For the task-1 model (our ``adaptive`` network; a freshly initialised one at 32 px with 10
+For the task-1 model (``anychannel``, on its compact backbone; a freshly initialised one at 32 px with 10
 classes when no checkpoint is given, since weights do not change latency), in one run:
 
 - onnxruntime (CPU) latency of the exported graph against PyTorch eager, at batch 1 and 32;
-- the adaptive graph against the ``static`` model (the same body behind a plain conv stem)
+- the anychannel graph against the ``static`` model (the same body behind a plain conv stem)
   exported the same way: the cost of the dynamic, channel-adaptive part.
 
 Both graphs go through :func:`export.export_onnx`, with its checks and parity gate. Calls
@@ -48,18 +48,18 @@ SHARED_KWARGS = ("stem_width", "widths", "strides", "dropout", "body", "width")
 
 def build_models(checkpoint: Path | None, image_size: int, num_classes: int,
                  config: ChannelConfig) -> tuple[torch.nn.Module, torch.nn.Module, ModelInfo]:
-    """The adaptive model (trained or fresh) and a fresh static model with the same body."""
+    """The anychannel model (trained or fresh) and a fresh static model with the same body."""
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint, "task1")
-        adaptive, kwargs = model_from_checkpoint(ckpt), dict(ckpt["model_kwargs"])
+        anychannel, kwargs = model_from_checkpoint(ckpt), dict(ckpt["model_kwargs"])
         info = ModelInfo.from_checkpoint(ckpt)
     else:
         torch.manual_seed(0)
-        adaptive, kwargs = create_model("adaptive", num_classes=num_classes).eval(), {}
-        info = ModelInfo("task1", "adaptive", tuple(f"class{i}" for i in range(num_classes)), image_size, "none")
+        anychannel, kwargs = create_model("anychannel", num_classes=num_classes).eval(), {}
+        info = ModelInfo("task1", "anychannel", tuple(f"class{i}" for i in range(num_classes)), image_size, "none")
     static_kwargs = {k: v for k, v in kwargs.items() if k in SHARED_KWARGS}
     static = create_model("static", num_classes=len(info.class_names), channels=config.name, **static_kwargs).eval()
-    return adaptive, static, info
+    return anychannel, static, info
 
 
 def ort_runner(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -125,7 +125,7 @@ def _verdict(ok: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=None, help="task-1 adaptive checkpoint (optional)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="task-1 anychannel checkpoint (optional)")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--num-classes", type=int, default=10)
     parser.add_argument("--channels", default="RGB")
@@ -138,28 +138,28 @@ def main() -> None:
     thread_counts = sorted({int(n) for n in args.threads.split(",")})
     load_before = os.getloadavg()[0]
     config = ChannelConfig.parse(args.channels)
-    adaptive, static, info = build_models(args.checkpoint, args.image_size, args.num_classes, config)
-    resolved = adaptive.resolve(config).eval()
+    anychannel, static, info = build_models(args.checkpoint, args.image_size, args.num_classes, config)
+    resolved = anychannel.resolve(config).eval()
     with tempfile.TemporaryDirectory() as tmp:
         records = {
-            "adaptive": export_onnx(resolved, config, Path(tmp) / "adaptive.onnx", info,
-                                    reference=lambda x: adaptive(x, config)),
+            "anychannel": export_onnx(resolved, config, Path(tmp) / "anychannel.onnx", info,
+                                      reference=lambda x: anychannel(x, config)),
             "static": export_onnx(static.resolve(config).eval(), config, Path(tmp) / "static.onnx",
                                   ModelInfo(info.task, "static", info.class_names, info.image_size, "none")),
             "lowered": export_onnx(resolved, config, Path(tmp) / "lowered.onnx", info,
-                                   reference=lambda x: adaptive(x, config), lower=True),
+                                   reference=lambda x: anychannel(x, config), lower=True),
         }
         # Latency only: calibrated on the parity images; accuracy is checked by `cli.py export --int8`.
         calibration = parity_images(info.image_size)
-        quantize_qdq(Path(tmp) / "adaptive.onnx", Path(tmp) / "adaptive.int8.onnx", calibration.images, config)
+        quantize_qdq(Path(tmp) / "anychannel.onnx", Path(tmp) / "anychannel.int8.onnx", calibration.images, config)
         rng = np.random.default_rng(0)
         results = {}
         for threads in thread_counts:
             torch.set_num_threads(threads)
-            runners = {"eager": eager_runner(resolved), "onnx": ort_runner(Path(tmp) / "adaptive.onnx", threads),
+            runners = {"eager": eager_runner(resolved), "onnx": ort_runner(Path(tmp) / "anychannel.onnx", threads),
                        "lowered": ort_runner(Path(tmp) / "lowered.onnx", threads),
                        "static": ort_runner(Path(tmp) / "static.onnx", threads),
-                       "int8": ort_runner(Path(tmp) / "adaptive.int8.onnx", threads)}
+                       "int8": ort_runner(Path(tmp) / "anychannel.int8.onnx", threads)}
             for batch in BATCH_SIZES:
                 x = rng.standard_normal((batch, config.num_channels, info.image_size, info.image_size),
                                         dtype=np.float32)
@@ -206,11 +206,12 @@ def main() -> None:
         f"Command: `{command}`  ",
         f"Machine: {machine()}; onnxruntime {ort.__version__} CPUExecutionProvider; each thread count "
         f"is given to both runtimes (torch.set_num_threads, ORT intra_op_num_threads).  ",
-        f"Model: task-1 `adaptive` ({params / 1e6:.2f}M parameters once resolved for {config.name}), {source}; "
+        f"Model: task-1 `anychannel` ({params / 1e6:.2f}M parameters once resolved for {config.name}), {source}; "
         f"static baseline: the `static` model, same body behind a plain 3×3 conv stem "
         f"({static_params / 1e6:.2f}M). Both exported by `export.export_onnx` (opset "
-        f"{records['adaptive'].opset}, simplified: {records['adaptive'].simplified}/{records['static'].simplified}, "
-        f"parity max diff {records['adaptive'].parity['max_abs_diff']:.1e}).",
+        f"{records['anychannel'].opset}, simplified: {records['anychannel'].simplified}/"
+        f"{records['static'].simplified}, "
+        f"parity max diff {records['anychannel'].parity['max_abs_diff']:.1e}).",
         "",
         *rows,
         "",

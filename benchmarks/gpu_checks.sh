@@ -13,7 +13,7 @@
 # Writes OUT_DIR/onnx/ (graphs, manifest.json), OUT_DIR/runtime_gpu.md and OUT_DIR/bench-tensorrt-{1,2}.json.
 # PYTHON overrides the interpreter.
 set -euo pipefail
-checkpoint=${1:-artifacts/task1/adaptive/best.pt}
+checkpoint=${1:-artifacts/task1/anychannel/best.pt}
 out=${2:-artifacts/gpu}
 python=${PYTHON:-python}
 cd "$(dirname "$0")/.."

@@ -6,7 +6,7 @@
 #    synchronisation (and the count in one model step, printed); and augmentation on the GPU.
 # 2. benchmarks/train_scale.py gpu at 64 px: images/s, float32 and bf16, data on the GPU or streamed,
 #    the step-with-data / model-step ratio, peak GPU memory.
-# 3. `cli.py train task1 --device cuda` (embedded data, our model, 10 epochs), killed once its first
+# 3. `cli.py train task1 --device cuda` (embedded data, anychannel, 10 epochs), killed once its first
 #    checkpoint is written, then --resume; and --nproc 2 on a one-GPU machine, which must stop with a
 #    named error.
 # 4. benchmarks/train_scale.py gpu at 224 px.
@@ -33,10 +33,10 @@ tests/test_scale_data.py::test_augmentation_runs_on_the_batch_device_and_slices_
     _ "$python" "$out"
 step "throughput at 64 px" "$python" benchmarks/train_scale.py gpu --sizes 64 --gpu-batches 126,504 --steps 30 \
     --cache-dir "$work/cache" --json-out "$out/scale-64.json"
-echo "== train task1 on CUDA (embedded data, our model, 10 epochs): killed after its first checkpoint, resumed"
-"$python" cli.py train task1 --device cuda --models adaptive --epochs 10 --out "$work/task1" > "$work/first.log" 2>&1 &
+echo "== train task1 on CUDA (embedded data, anychannel, 10 epochs): killed after its first checkpoint, resumed"
+"$python" cli.py train task1 --device cuda --models anychannel --epochs 10 --out "$work/task1" > "$work/first.log" 2>&1 &
 pid=$!
-while [ ! -f "$work/task1/adaptive/last.pt" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+while [ ! -f "$work/task1/anychannel/last.pt" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 if kill -9 "$pid" 2>/dev/null; then
     wait "$pid" 2>/dev/null
     echo "killed after $(grep -c 'epoch' "$work/first.log") epoch line(s)"
@@ -44,11 +44,11 @@ else
     echo "!! the first run ended before it could be killed:"; tail -5 "$work/first.log"; failed=$((failed + 1))
 fi
 step "resume (must say 'resuming after epoch')" bash -c 'set -o pipefail; "$1" cli.py train task1 --device cuda \
---models adaptive --epochs 10 --resume --out "$2" 2>&1 | tee "$3/task1-resume.log" | grep -E "epoch 10/10|test acc" ; \
+--models anychannel --epochs 10 --resume --out "$2" 2>&1 | tee "$3/task1-resume.log" | grep -E "epoch 10/10|test acc" ; \
 grep "resuming after epoch" "$3/task1-resume.log"' _ "$python" "$work/task1" "$out"
 step "keep results.json" cp "$work/task1/results.json" "$out/task1-results.json"
 echo "== --nproc 2 with one GPU: a named error, not a hang"
-timeout 120 "$python" cli.py train task1 --device cuda --models adaptive --epochs 1 --nproc 2 \
+timeout 120 "$python" cli.py train task1 --device cuda --models anychannel --epochs 1 --nproc 2 \
     --out "$work/nproc2" >"$out/nproc2.txt" 2>&1
 rc=$?
 if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || ! grep -m1 "but only 1 CUDA device" "$out/nproc2.txt"; then

@@ -8,8 +8,8 @@ and predicts one PNG file; wall time seen by the parent and peak RSS of the chil
 PyTorch eager (resolved for the configuration, as exported; best of 1 and all threads), same
 input, same process (target: lower). Writes the "runtime" section of BENCHMARKS.md.
 
-Without ``--artifacts`` it copies the checkpoint (default: ``artifacts/task1/adaptive/best.pt``,
-else the real-photo benchmark's) to ``artifacts/bench/runtime/adaptive/`` and exports its RGB
+Without ``--artifacts`` it copies the checkpoint (default: ``artifacts/task1/anychannel/best.pt``,
+else the real-photo benchmark's) to ``artifacts/bench/runtime/anychannel/`` and exports its RGB
 graph beside it, so a checkpoint rewritten meanwhile by training cannot mix two models.
 """
 from __future__ import annotations
@@ -35,8 +35,8 @@ from runtime import ChannelConfig, Classifier  # noqa: E402
 from runtime.bench import latency, percentile  # noqa: E402
 from runtime.device import available_cores  # noqa: E402
 
-CHECKPOINTS = (ROOT / "artifacts/task1/adaptive/best.pt",
-               ROOT / "artifacts/bench/task1-real/8ep-32px/ours-seed0/adaptive/best.pt")
+CHECKPOINTS = (ROOT / "artifacts/task1/anychannel/best.pt",
+               ROOT / "artifacts/bench/task1-real/8ep-32px/anychannel-seed0/anychannel/best.pt")
 OUT = ROOT / "artifacts/bench/runtime"
 TARGET_SECONDS, TARGET_MB = 0.5, 150
 
@@ -72,7 +72,7 @@ def prepare_artifacts(checkpoint: Path, config: ChannelConfig) -> Path:
     """Snapshot the checkpoint and export its graph for ``config`` (the export needs torch)."""
     from export import export_task
 
-    run = OUT / "adaptive"
+    run = OUT / "anychannel"
     run.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(checkpoint, run / "best.pt.tmp")
     os.replace(run / "best.pt.tmp", run / "best.pt")
@@ -162,7 +162,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     artifacts = args.artifacts or prepare_artifacts(args.checkpoint, config)
-    checkpoint = args.checkpoint if args.artifacts else OUT / "adaptive" / "best.pt"
+    checkpoint = args.checkpoint if args.artifacts else OUT / "anychannel" / "best.pt"
     image = OUT / "coldstart.png"
     image.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(image)
@@ -192,7 +192,7 @@ def report(args, config, artifacts, checkpoint, cold, lat, competing, loads) -> 
         "",
         f"`python benchmarks/runtime_coldstart.py{' --checkpoint ' + _rel(args.checkpoint) if args.checkpoint else ''}`"
         f" ({time.strftime('%Y-%m-%d')}; {machine()}).",
-        f"Model: `{_rel(checkpoint)}` (adaptive, a snapshot of the checkpoint), its {config.name} graph, "
+        f"Model: `{_rel(checkpoint)}` (anychannel, a snapshot of the checkpoint), its {config.name} graph, "
         f"{lat['image_size']} px; graphs in `{_rel(artifacts)}`.",
         "",
         f"Cold start: a fresh `python` imports `runtime`, loads the graph (manifest, sha256, session) and "

@@ -1,10 +1,10 @@
-"""Task 1 on real photos: our model against seven per-configuration CNNs, the course design and ablations.
+"""Task 1 on real photos: anychannel against seven per-configuration CNNs, the course design and ablations.
 
     python benchmarks/task1_real.py [--epochs 8] [--image-size 32] [--seeds 0,1] [--rows all]
                                     [--train-per-class N] [--lr LR] [--mix mixup|cutmix]
     python benchmarks/task1_real.py --budgets 8,16,32,64 [--train-per-class 50] [--seeds 0,1]
 
---budgets trains ours and the naive set at each epoch budget in turn (each budget a full run of
+--budgets trains anychannel and the naive set at each epoch budget in turn (each budget a full run of
 the one-cycle schedule, kept and resumable as above) and reports the lead against epochs, up to
 the budget where the naive set has converged: the first whose next budget lifts the naive set's
 mean validation accuracy by less than CONVERGED_GAIN.
@@ -16,12 +16,12 @@ augmentation, and reports test accuracy per configuration beside its training co
 learning rate) and --mix (every row mixes its images) check that a result holds with less data
 or another recipe. Each row is its
 own run folder under --out/<epochs>ep-<size>px[-<N>pc][-lr<LR>][-<mix>]/, resumable, so an interrupted
-benchmark continues where it stopped (--resume). `naive` and `ours` run once per seed; the other rows once.
+benchmark continues where it stopped (--resume). `naive` and `anychannel` run once per seed; the other rows once.
 
 Every run, and --report-only without training, rewrites the whole task-1 part of BENCHMARKS.md
 from the finished rows of every budget (the copies kept in benchmarks/results/task1-real/, and
 this run's folders): the headline and ablation at 8 epochs and 32 px, one table of the lead under
-the other settings, one of the lead against epochs, one of ours' variants at other settings. Each
+the other settings, one of the lead against epochs, one of anychannel's variants at other settings. Each
 row names the seeds and the machine its kept rows were measured on.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ PLANES = tuple(c.name for c in configs_with(1))
 
 
 def plane_control_key(plane: str) -> str:
-    """The row of our network trained on ``plane`` alone, at ours' FLOPs."""
+    """The row of our network trained on ``plane`` alone, at anychannel's FLOPs."""
     return f"{plane.lower()}-only-same-flops"
 
 
@@ -65,18 +65,18 @@ PUBLISHED = {
 
 @dataclass(frozen=True)
 class Row:
-    """One benchmark row: a model, and for ours the training options it isolates."""
+    """One benchmark row: a model, and for anychannel the training options it isolates."""
 
     key: str
     label: str
-    model: str = "adaptive"
+    model: str = "anychannel"
     options: Task1Options = field(default_factory=Task1Options)
     every_seed: bool = False
-    #: Epochs as a multiple of --epochs: the RGB-only control at the same FLOPs as ours needs 7x.
+    #: Epochs as a multiple of --epochs: the RGB-only control at the same FLOPs as anychannel needs 7x.
     epoch_factor: int = 1
 
 
-#: In table order, from the previous design up to ours, then variants and controls. The
+#: In table order, from the previous design up to anychannel, then variants and controls. The
 #: rows run for every seed (the headline) train first, so a stopped benchmark has them.
 ROWS: tuple[Row, ...] = (
     Row("naive", "naive: one CNN per configuration (7 models)", "naive", every_seed=True),
@@ -85,34 +85,36 @@ ROWS: tuple[Row, ...] = (
     Row("plain-sampled", "+ the naive CNN's stages as body", options=Task1Options(strategy="sampled")),
     Row("joint-shared", "+ all seven configurations every step, on the same images",
         options=Task1Options(share_images=True)),
-    Row("ours", "+ each configuration its own images: ours, the default", every_seed=True),
+    Row("anychannel", "+ each configuration its own images: anychannel, the default", every_seed=True),
     Row("joint-distill", "variant: joint on the same images + in-place distillation from RGB",
         options=Task1Options(share_images=True, distill=True)),
     Row("sandwich", "variant: sandwich (RGB, one 1-channel, one other per step), same images, distilled",
         options=Task1Options(configs_per_step=3, share_images=True, distill=True)),
     Row("sandwich-own", "variant: sandwich (RGB, one 1-channel, one other per step), each its own images",
         options=Task1Options(configs_per_step=3), every_seed=True),
-    Row("ours-width-0.7", "variant: ours at 0.7× width (under half the naive set's FLOPs, all seven per step)",
+    Row("anychannel-width-0.7",
+        "variant: anychannel at 0.7× width (under half the naive set's FLOPs, all seven per step)",
         options=Task1Options(width=0.7), every_seed=True),
     # The share/RGB trade: the same compute, more of each step's views for fewer channels.
-    Row("ours-inverse-channels", "variant: ours, a step's views in proportion to 1/channels "
+    Row("anychannel-inverse-channels", "variant: anychannel, a step's views in proportion to 1/channels "
         "(RGB 9, two channels 13, one channel 26 each)",
         options=Task1Options(allocation="inverse-channels"), every_seed=True),
-    Row("ours-inverse-sqrt-channels", "variant: ours, a step's views in proportion to 1/√channels "
+    Row("anychannel-inverse-sqrt-channels", "variant: anychannel, a step's views in proportion to 1/√channels "
         "(RGB 13, two channels 15–16, one channel 22 each)",
         options=Task1Options(allocation="inverse-sqrt-channels"), every_seed=True),
     Row("rgb-only", "control: our network trained on RGB alone", options=Task1Options(configs=(ChannelConfig("RGB"),))),
-    Row("rgb-only-same-flops", "control: our network on RGB alone, 7× the epochs (ours' FLOPs)",
+    Row("rgb-only-same-flops", "control: our network on RGB alone, 7× the epochs (anychannel's FLOPs)",
         options=Task1Options(configs=(ChannelConfig("RGB"),)), epoch_factor=7, every_seed=True),
     # What one plane alone allows: the ceiling for each one-channel share of RGB.
-    *(Row(plane_control_key(plane), f"control: our network on {plane} alone, 7× the epochs (ours' FLOPs)",
+    *(Row(plane_control_key(plane), f"control: our network on {plane} alone, 7× the epochs (anychannel's FLOPs)",
           options=Task1Options(configs=(ChannelConfig(plane),)), epoch_factor=7, every_seed=True)
       for plane in PLANES),
     # Capacity probe: both sides at half width (about a quarter of the FLOPs), where one shared
     # network has less room for seven configurations than seven networks have for one each.
     Row("naive-half-width", "capacity probe: naive CNNs at half width (7 models)", "naive",
         options=Task1Options(naive_width=0.5), every_seed=True),
-    Row("ours-half-width", "capacity probe: ours at half width", options=Task1Options(width=0.5), every_seed=True),
+    Row("anychannel-half-width", "capacity probe: anychannel at half width", options=Task1Options(width=0.5),
+        every_seed=True),
     Row("course", "course design (published recipe: one sampled configuration per batch)", "course"),
 )
 ROW_BY_KEY = {r.key: r for r in ROWS}
@@ -188,7 +190,7 @@ def step_time_file(args) -> Path:
 
 
 def measure_step_time(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -> dict:
-    """Seconds per training view (image x configuration) of ours and of each naive model, in this
+    """Seconds per training view (image x configuration) of anychannel and of each naive model, in this
     one process (one thread). The models take turns, ``steps`` training steps each per round, and
     each model's figure is its median round: the cores are shared, so a slow minute then touches
     every model alike instead of whichever one happened to run in it."""
@@ -230,11 +232,11 @@ def measure_step_time(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -
     from train.task1 import run_specs
 
     models = {f"naive-{spec.configs[0].name}": stepper(spec) for spec in run_specs("naive")}
-    ours_spec = run_specs("adaptive")[0]
-    models["ours"] = stepper(ours_spec)
+    anychannel_spec = run_specs("anychannel")[0]
+    models["anychannel"] = stepper(anychannel_spec)
     # The ablation: the shared body once per configuration group instead of once per step.
-    models["ours-per-group"] = stepper(replace(ours_spec, strategy_options={**ours_spec.strategy_options,
-                                                                            "grouped": False}))
+    models["anychannel-per-group"] = stepper(replace(
+        anychannel_spec, strategy_options={**anychannel_spec.strategy_options, "grouped": False}))
     for run in models.values():
         run(warmup)
     per_round: dict[str, list[float]] = {name: [] for name in models}
@@ -242,11 +244,11 @@ def measure_step_time(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -
         for name, run in models.items():
             per_round[name].append(run(steps))
     median = {name: statistics.median(times) for name, times in per_round.items()}
-    ours, per_group = median.pop("ours"), median.pop("ours-per-group")
+    anychannel, per_group = median.pop("anychannel"), median.pop("anychannel-per-group")
     naive = {name.removeprefix("naive-"): t for name, t in median.items()}
-    result = {"ours_seconds_per_view": ours, "ours_per_group_seconds_per_view": per_group,
+    result = {"anychannel_seconds_per_view": anychannel, "anychannel_per_group_seconds_per_view": per_group,
               "naive_seconds_per_view": naive,
-              "ratio": ours / (sum(naive.values()) / len(ALL_CONFIGS)), "threads": 1, "steps": steps,
+              "ratio": anychannel / (sum(naive.values()) / len(ALL_CONFIGS)), "threads": 1, "steps": steps,
               "rounds": rounds, "machine": machine()}
     keep_results_text(json.dumps(result, indent=1), step_time_file(args))
     return result
@@ -297,7 +299,7 @@ def seeds_of(entries: list[dict]) -> str:
 
 def joint_share_floor(alone_rgb: float, alone_planes: dict[str, float]) -> str:
     """What the share target and the RGB target, met together, ask of each one-channel
-    configuration, beside what a network trained on that plane alone at ours' FLOPs reaches."""
+    configuration, beside what a network trained on that plane alone at anychannel's FLOPs reaches."""
     floor = 0.9 * (alone_rgb - 0.01)
     short = [f"{c} ({a:.3f})" for c, a in alone_planes.items() if a < floor]
     enough = [f"{c} ({a:.3f})" for c, a in alone_planes.items() if a >= floor]
@@ -335,13 +337,14 @@ def mean_acc(entries: list[dict]) -> float:
 
 
 def targets(rows: dict[str, list[dict]], args) -> list[str]:
-    ours, naive = rows["ours"], rows["naive"]
-    wins = [c for c in CONFIG_NAMES if acc(ours, c) >= acc(naive, c)]
+    anychannel, naive = rows["anychannel"], rows["naive"]
+    wins = [c for c in CONFIG_NAMES if acc(anychannel, c) >= acc(naive, c)]
     lines = [
-        f"- Configurations where ours ≥ naive: {len(wins)}/7 (target 7/7)"
+        f"- Configurations where anychannel ≥ naive: {len(wins)}/7 (target 7/7)"
         + (f"; not on {', '.join(c for c in CONFIG_NAMES if c not in wins)}" if len(wins) < 7 else "") + ".",
-        f"- Mean over the seven, ours − naive: {100 * (mean_acc(ours) - mean_acc(naive)):+.1f} points (target ≥ +2).",
-        f"- One-channel accuracy as a share of our RGB: {plane_shares(ours)} (target ≥ 90%); the naive "
+        f"- Mean over the seven, anychannel − naive: {100 * (mean_acc(anychannel) - mean_acc(naive)):+.1f} points "
+        "(target ≥ +2).",
+        f"- One-channel accuracy as a share of our RGB: {plane_shares(anychannel)} (target ≥ 90%); the naive "
         f"set's dedicated one-channel CNNs keep {plane_shares(naive)} of its RGB CNN's.",
     ]
     alone = {c: rows[plane_control_key(c)] for c in PLANES if plane_control_key(c) in rows}
@@ -349,19 +352,20 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
         alone_rgb = acc(rows["rgb-only-same-flops"], "RGB")
         control_seeds = ",".join(sorted({str(e["seed"]) for entries in alone.values() for e in entries}))
         lines.append(f"- The ceiling of that share (seeds {control_seeds}): our network trained on one plane alone "
-                     "at ours' FLOPs keeps "
+                     "at anychannel's FLOPs keeps "
                      + ", ".join(f"{c} {acc(e, c) / alone_rgb:.0%} ({acc_spread(e, c)})" for c, e in alone.items())
-                     + " of the same network trained on RGB alone at ours' FLOPs "
-                     f"({acc_spread(rows['rgb-only-same-flops'], 'RGB')}); ours keeps "
-                     + plane_shares(ours, tuple(alone)) + " of its own RGB. Against those dedicated networks, "
-                     "ours reaches " + ", ".join(f"{c} {acc(same_seeds(ours, e), c) / acc(e, c):.0%}"
+                     + " of the same network trained on RGB alone at anychannel's FLOPs "
+                     f"({acc_spread(rows['rgb-only-same-flops'], 'RGB')}); anychannel keeps "
+                     + plane_shares(anychannel, tuple(alone)) + " of its own RGB. Against those dedicated networks, "
+                     "anychannel reaches " + ", ".join(f"{c} {acc(same_seeds(anychannel, e), c) / acc(e, c):.0%}"
                                                  for c, e in alone.items())
                      + " of their accuracy, and its RGB "
-                     f"{acc(same_seeds(ours, rows['rgb-only-same-flops']), 'RGB') / alone_rgb:.0%} of the RGB one's. "
+                     f"{acc(same_seeds(anychannel, rows['rgb-only-same-flops']), 'RGB') / alone_rgb:.0%} of the "
+                     "RGB one's. "
                      + joint_share_floor(alone_rgb, {c: acc(e, c) for c, e in alone.items()}))
     for key, how in (("sandwich-own", "`--configs-per-step 3`: RGB, one 1-channel and one other configuration "
                                       "per step, each its own images"),
-                     ("ours-width-0.7", "`--width 0.7`: every layer at 0.7× width, all seven configurations "
+                     ("anychannel-width-0.7", "`--width 0.7`: every layer at 0.7× width, all seven configurations "
                                         "every step")):
         if key in rows:
             half = rows[key]
@@ -370,61 +374,64 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                          f"(stretch ≤ 0.5×); RGB {acc(half, 'RGB'):.3f}, one channel "
                          + ", ".join(f"{c} {acc(half, c):.3f}" for c in PLANES) + ".")
     for allocation, rule in (("inverse-channels", "1/channels"), ("inverse-sqrt-channels", "1/√channels")):
-        key = f"ours-{allocation}"
+        key = f"anychannel-{allocation}"
         if key not in rows:
             continue
         traded = rows[key]
-        paired = same_seeds(ours, traded)
+        paired = same_seeds(anychannel, traded)
         rgb_alone = ""
         if "rgb-only-same-flops" in rows:
             control = same_seeds(rows["rgb-only-same-flops"], traded)
             rgb_alone = (f", {100 * (acc(traded, 'RGB') - acc(control, 'RGB')):+.1f} points against our network "
-                         "on RGB alone at ours' FLOPs (target ≥ −1)")
+                         "on RGB alone at anychannel's FLOPs (target ≥ −1)")
         lines.append(f"- Trading RGB for one channel at the same compute (`--allocation {allocation}`: a step's "
                      f"views in proportion to {rule}; seeds {seeds_of(traded)}): one channel keeps "
-                     f"{plane_shares(traded)} of its RGB (ours, same seeds: {plane_shares(paired)}); RGB "
-                     f"{acc(traded, 'RGB'):.3f} against ours' {acc(paired, 'RGB'):.3f}{rgb_alone}; one channel "
+                     f"{plane_shares(traded)} of its RGB (anychannel, same seeds: {plane_shares(paired)}); RGB "
+                     f"{acc(traded, 'RGB'):.3f} against anychannel's {acc(paired, 'RGB'):.3f}{rgb_alone}; one channel "
                      + ", ".join(f"{c} {acc(traded, c):.3f} ({acc(paired, c):.3f})" for c in PLANES)
                      + f"; {against(traded, naive, 'naive')}, {flops_ratio(traded, naive):.2f}× its FLOPs.")
-    if {"ours-half-width", "naive-half-width"} <= rows.keys():
-        small, small_naive = rows["ours-half-width"], rows["naive-half-width"]
+    if {"anychannel-half-width", "naive-half-width"} <= rows.keys():
+        small, small_naive = rows["anychannel-half-width"], rows["naive-half-width"]
         lines.append(f"- Capacity probe, every layer of both at half width (seeds {seeds_of(small)}; "
                      f"{small[0]['params'] / 1e6:.2f}M parameters against 7 × {small_naive[0]['params'] / 7e6:.2f}M, "
                      f"{flops_ratio(small, small_naive):.2f}× their FLOPs, {flops_ratio(small, naive):.2f}× the "
                      f"full-width naive set's): {against(small, small_naive, 'naive')}; "
                      f"one channel keeps {plane_shares(small)} of its RGB (naive: {plane_shares(small_naive)}).")
-    for key, budget in (("rgb-only", "the same epochs"), ("rgb-only-same-flops", "7× the epochs, ours' FLOPs")):
+    for key, budget in (("rgb-only", "the same epochs"), ("rgb-only-same-flops", "7× the epochs, anychannel's FLOPs")):
         if key in rows:
             entries = rows[key]
             # Paired by seed where the control ran for several seeds, so seed-to-seed noise cancels.
-            paired = same_seeds(ours, entries)
-            ours_rgb = acc(paired, "RGB")
+            paired = same_seeds(anychannel, entries)
+            anychannel_rgb = acc(paired, "RGB")
             control = acc(entries, "RGB")
             seeds_used = ",".join(str(e["seed"]) for e in entries)
             lines.append(f"- Our RGB against our network trained on RGB alone, {budget} (seeds {seeds_used}): "
-                         f"{ours_rgb:.3f} vs {acc_spread(entries, 'RGB')}, {100 * (ours_rgb - control):+.1f} points "
-                         "(target ≥ −1).")
+                         f"{anychannel_rgb:.3f} vs {acc_spread(entries, 'RGB')}, "
+                         f"{100 * (anychannel_rgb - control):+.1f} points (target ≥ −1).")
     if "course" in rows:
         course = rows["course"]
-        beats = [c for c in CONFIG_NAMES if acc(ours, c) > acc(course, c)]
-        lines.append(f"- Configurations where ours > the course design: {len(beats)}/7 (target 7/7).")
-    ratio = flops_ratio(ours, naive)
-    seconds = statistics.mean(e["train_seconds"] for e in ours) / statistics.mean(e["train_seconds"] for e in naive)
+        beats = [c for c in CONFIG_NAMES if acc(anychannel, c) > acc(course, c)]
+        lines.append(f"- Configurations where anychannel > the course design: {len(beats)}/7 (target 7/7).")
+    ratio = flops_ratio(anychannel, naive)
+    seconds = (statistics.mean(e["train_seconds"] for e in anychannel)
+               / statistics.mean(e["train_seconds"] for e in naive))
     over = (f", {100 * (ratio - 1):.3f}% above it: the dynamic stem mixes its kernels per image, which the "
             "naive CNNs' fixed first convolution does not" if ratio > 1 else "")
-    lines.append(f"- Training compute, ours / naive: {ratio:.4f}× in FLOPs (target ≤ 1.0×{over}); {seconds:.2f}× in "
-                 "the rows' wall seconds, which ran at different times beside other work on 2 shared cores.")
+    lines.append(f"- Training compute, anychannel / naive: {ratio:.4f}× in FLOPs (target ≤ 1.0×{over}); "
+                 f"{seconds:.2f}× in the rows' wall seconds, which ran at different times beside other work on 2 "
+                 "shared cores.")
     if step_time_file(args).exists():
         step = json.loads(step_time_file(args).read_text())
         lines.append(f"- Wall time under equal conditions (`--step-time`: the 8 models take turns in one process, "
                      f"{step['threads']} thread, {step['rounds']} rounds of {step['steps']} training steps each; "
-                     f"median round): ours {1e6 * step['ours_seconds_per_view']:.0f} µs "
+                     f"median round): anychannel {1e6 * step['anychannel_seconds_per_view']:.0f} µs "
                      f"per view, the naive models {1e6 * statistics.mean(step['naive_seconds_per_view'].values()):.0f} µs "
                      f"on average: {step['ratio']:.2f}×"
                      + (f"; with the shared body run once per configuration group instead of once per step, "
-                        f"{1e6 * step['ours_per_group_seconds_per_view']:.0f} µs, "
-                        f"{step['ours_per_group_seconds_per_view'] / step['ours_seconds_per_view']:.2f}× ours"
-                        if "ours_per_group_seconds_per_view" in step else "")
+                        f"{1e6 * step['anychannel_per_group_seconds_per_view']:.0f} µs, "
+                        f"{step['anychannel_per_group_seconds_per_view'] / step['anychannel_seconds_per_view']:.2f}× "
+                        "anychannel"
+                        if "anychannel_per_group_seconds_per_view" in step else "")
                      + f" ({step['machine']}).")
     return lines
 
@@ -452,10 +459,10 @@ def mean_train(entries: list[dict]) -> float:
 #
 # One marker section holds the whole task-1 part, rebuilt from the kept rows of every budget on every
 # run (and by --report-only), so a rerun at any budget updates the folded tables in place:
-#   the headline at the main budget (ours against the seven naive CNNs, the targets, the ablation),
+#   the headline at the main budget (anychannel against the seven naive CNNs, the targets, the ablation),
 #   the lead under other settings at the main epochs (one row per budget),
 #   the lead against epochs (one row per budget of each series of epoch budgets),
-#   variants of ours at other settings (a variant row or a recipe run at another budget).
+#   variants of anychannel at other settings (a variant row or a recipe run at another budget).
 
 #: The marker of the task-1 part of BENCHMARKS.md.
 SECTION = "task1-real"
@@ -581,14 +588,20 @@ def seeds_list(entries: list[dict]) -> list[int]:
     return sorted({e["seed"] for e in entries})
 
 
-def paired(ours: list[dict], naive: list[dict]) -> tuple[list[dict], list[dict]]:
+def paired(anychannel: list[dict], naive: list[dict]) -> tuple[list[dict], list[dict]]:
     """Both sides on the seeds both have finished (all of each where they share none)."""
-    common = set(seeds_list(ours)) & set(seeds_list(naive))
-    return ([e for e in ours if e["seed"] in common] or ours), ([e for e in naive if e["seed"] in common] or naive)
+    common = set(seeds_list(anychannel)) & set(seeds_list(naive))
+    return (([e for e in anychannel if e["seed"] in common] or anychannel),
+            ([e for e in naive if e["seed"] in common] or naive))
+
+
+def sides(budget: Budget) -> dict[str, list[dict]]:
+    """The two sides of the lead at ``budget``, by row key: anychannel and the naive set."""
+    return {key: budget.rows[key] for key in ("anychannel", "naive")}
 
 
 def seeds_cell(entries: list[dict], widest: set[int], others: dict[str, list[dict]] | None = None) -> str:
-    """``0,1``; ``0 only`` where other rows of the same table have more seeds; ``ours also 1`` where a
+    """``0,1``; ``0 only`` where other rows of the same table have more seeds; ``anychannel also 1`` where a
     side has seeds the comparison leaves out (it pairs seeds)."""
     seeds = seeds_list(entries)
     text = ",".join(map(str, seeds)) + (" only" if set(seeds) < widest else "")
@@ -625,22 +638,26 @@ def machine_text(entries: list[dict]) -> str:
     return "; ".join(Machines.names(entries))
 
 
-def lead_cells(ours: list[dict], naive: list[dict]) -> list[str]:
-    """naive | ours | lead | configurations ours ≥ naive | lead range | validation | train acc | one channel
-    / RGB naive | ours | FLOPs: ours against the naive set, means over the seven and the entries' seeds."""
-    leads = {c: acc(ours, c) - acc(naive, c) for c in CONFIG_NAMES}
+def lead_cells(anychannel: list[dict], naive: list[dict]) -> list[str]:
+    """naive | anychannel | lead | configurations anychannel ≥ naive | lead range | validation | train acc |
+    one channel / RGB naive | anychannel | FLOPs: anychannel against the naive set, means over the seven and
+    the entries' seeds."""
+    leads = {c: acc(anychannel, c) - acc(naive, c) for c in CONFIG_NAMES}
     low, high = min(leads, key=leads.get), max(leads, key=leads.get)
     behind = [c for c in CONFIG_NAMES if leads[c] < 0]
-    return [f"{mean_acc(naive):.3f}", f"{mean_acc(ours):.3f}", f"{100 * (mean_acc(ours) - mean_acc(naive)):+.1f}",
+    return [f"{mean_acc(naive):.3f}", f"{mean_acc(anychannel):.3f}",
+            f"{100 * (mean_acc(anychannel) - mean_acc(naive)):+.1f}",
             f"{7 - len(behind)}/7" + (f" (not {', '.join(behind)})" if behind else ""),
             f"{low} {100 * leads[low]:+.1f} to {high} {100 * leads[high]:+.1f}",
-            f"{mean_val(naive):.3f} / {mean_val(ours):.3f}", f"{mean_train(naive):.3f} / {mean_train(ours):.3f}",
-            plane_shares(naive), plane_shares(ours), f"{flops_ratio(ours, naive):.4f}×"]
+            f"{mean_val(naive):.3f} / {mean_val(anychannel):.3f}",
+            f"{mean_train(naive):.3f} / {mean_train(anychannel):.3f}",
+            plane_shares(naive), plane_shares(anychannel), f"{flops_ratio(anychannel, naive):.4f}×"]
 
 
-LEAD_COLUMNS = ("seeds | naive, mean of 7 | ours, mean of 7 | ours − naive (points) | configurations ours ≥ naive "
-                "| lead, smallest to largest | validation, naive / ours | train acc, naive / ours "
-                "| one channel / RGB, naive | one channel / RGB, ours | FLOPs ours / naive | machine")
+LEAD_COLUMNS = ("seeds | naive, mean of 7 | anychannel, mean of 7 | anychannel − naive (points) "
+                "| configurations anychannel ≥ naive | lead, smallest to largest | validation, naive / anychannel "
+                "| train acc, naive / anychannel | one channel / RGB, naive | one channel / RGB, anychannel "
+                "| FLOPs anychannel / naive | machine")
 
 
 def table_head(first: str) -> list[str]:
@@ -649,11 +666,11 @@ def table_head(first: str) -> list[str]:
 
 
 def compared(budget: Budget) -> bool:
-    return {"ours", "naive"} <= budget.rows.keys()
+    return {"anychannel", "naive"} <= budget.rows.keys()
 
 
 def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:
-    """Budgets that differ only in epochs, where two or more have ours and the naive set: the lead against
+    """Budgets that differ only in epochs, where two or more have anychannel and the naive set: the lead against
     epochs. Keyed by what they share, in epoch order."""
     groups: dict[tuple, list[Budget]] = {}
     for b in budgets:
@@ -663,16 +680,16 @@ def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:
 
 
 def settings_section(budgets: list[Budget], machines: Machines) -> list[str]:
-    """One row per budget at the main epochs (and any budget of no series), ours against the naive set."""
+    """One row per budget at the main epochs (and any budget of no series), anychannel against the naive set."""
     in_series = {id(b) for g in epoch_series(budgets).values() for b in g if b.args.epochs != MAIN_BUDGET[0]}
     chosen = [b for b in budgets if compared(b) and id(b) not in in_series]
     lines = [
         f"## Task 1: the lead under other settings ({MAIN_BUDGET[0]} epochs)",
         "",
         f"Command: `python benchmarks/task1_real.py --epochs {MAIN_BUDGET[0]} --image-size {MAIN_BUDGET[1]} "
-        "--seeds SEEDS --rows naive,ours --workers 2`, with the row's options added (its kept rows: "
+        "--seeds SEEDS --rows naive,anychannel --workers 2`, with the row's options added (its kept rows: "
         "`benchmarks/results/task1-real/<budget>/`).  ",
-        "Each row: ours and the seven naive CNNs trained at that setting, all else as in the headline; means "
+        "Each row: anychannel and the seven naive CNNs trained at that setting, all else as in the headline; means "
         "over the seven configurations and the seeds given, both sides on the same seeds. N training images per "
         "class (`--train-per-class N`) are the first N of each class in train.txt; validation and test splits are "
         "unchanged. Validation and train accuracy are means over the seven too (train: eval mode on 2,500 "
@@ -680,17 +697,17 @@ def settings_section(budgets: list[Budget], machines: Machines) -> list[str]:
         "",
     ]
     if not chosen:
-        return lines + ["No budget has both ours and the naive set finished yet."]
-    widest = set().union(*(seeds_list(b.rows["ours"]) for b in chosen))
+        return lines + ["No budget has both anychannel and the naive set finished yet."]
+    widest = set().union(*(seeds_list(b.rows["anychannel"]) for b in chosen))
     lines += table_head("setting | options")
     keys = []
     for b in chosen:
-        ours, naive = paired(b.rows["ours"], b.rows["naive"])
-        keys.append(machines.key(ours + naive))
+        anychannel, naive = paired(b.rows["anychannel"], b.rows["naive"])
+        keys.append(machines.key(anychannel + naive))
         flags = variation_flags(b.args)
         lines.append(f"| {setting_label(b)} | {f'`{flags}`' if flags else '–'} | "
-                     f"{seeds_cell(ours, widest, {'ours': b.rows['ours'], 'naive': b.rows['naive']})} | "
-                     + " | ".join(lead_cells(ours, naive)) + f" | {keys[-1]} |")
+                     f"{seeds_cell(anychannel, widest, sides(b))} | "
+                     + " | ".join(lead_cells(anychannel, naive)) + f" | {keys[-1]} |")
     return lines + ["", machines.legend(keys)]
 
 
@@ -702,31 +719,31 @@ def epochs_section(budgets: list[Budget], machines: Machines) -> list[str]:
         "",
     ]
     if not series:
-        return lines + ["No two epoch budgets of one setting have both ours and the naive set finished yet."]
+        return lines + ["No two epoch budgets of one setting have both anychannel and the naive set finished yet."]
     commands, rows, keys, notes = [], [], [], []
     for group in series.values():
         first = group[0]
-        ours_seeds = sorted(set().union(*(seeds_list(b.rows["ours"]) for b in group)))
+        anychannel_seeds = sorted(set().union(*(seeds_list(b.rows["anychannel"]) for b in group)))
         label = series_label(first)
         commands.append(f"{label}: `python benchmarks/task1_real.py --budgets "
                         f"{','.join(str(b.args.epochs) for b in group)} --image-size {first.args.image_size} "
-                        f"--seeds {','.join(map(str, ours_seeds))}"
+                        f"--seeds {','.join(map(str, anychannel_seeds))}"
                         + (f" --train-per-class {first.per_class}" if first.per_class else "")
                         + (f" --lr {first.args.lr:g}" if getattr(first.args, "lr", None) is not None else "")
                         + " --workers 2`")
         naive_val = {}
         for b in group:
-            ours, naive = paired(b.rows["ours"], b.rows["naive"])
+            anychannel, naive = paired(b.rows["anychannel"], b.rows["naive"])
             naive_val[b.args.epochs] = mean_val(naive)
         done = converged_budget(naive_val)
         for b in group:
-            ours, naive = paired(b.rows["ours"], b.rows["naive"])
+            anychannel, naive = paired(b.rows["anychannel"], b.rows["naive"])
             images = naive[0]["train_views"] // (len(CONFIG_NAMES) * b.args.epochs)
-            keys.append(machines.key(ours + naive))
+            keys.append(machines.key(anychannel + naive))
             mark = " (naive converged)" if b.args.epochs == done else ""
             rows.append(f"| {label} ({images:,} images) | {b.args.epochs}{mark} | "
-                        f"{seeds_cell(ours, set(ours_seeds), {'ours': b.rows['ours'], 'naive': b.rows['naive']})} | "
-                        + " | ".join(lead_cells(ours, naive)) + f" | {keys[-1]} |")
+                        f"{seeds_cell(anychannel, set(anychannel_seeds), sides(b))} | "
+                        + " | ".join(lead_cells(anychannel, naive)) + f" | {keys[-1]} |")
         last = max(naive_val)
         if done is None:
             notes.append(f"- {label}: the naive set has not converged by {last} epochs "
@@ -734,10 +751,10 @@ def epochs_section(budgets: list[Budget], machines: Machines) -> list[str]:
                          "points or more, or a budget is missing).")
         else:
             at = next(b for b in group if b.args.epochs == done)
-            ours, naive = paired(at.rows["ours"], at.rows["naive"])
+            anychannel, naive = paired(at.rows["anychannel"], at.rows["naive"])
             notes.append(f"- {label}: the naive set converges at {done} epochs (the next "
                          f"budget lifts its mean validation accuracy by less than {100 * CONVERGED_GAIN:.1f} points); "
-                         f"there ours − naive is {100 * (mean_acc(ours) - mean_acc(naive)):+.1f} points.")
+                         f"there anychannel − naive is {100 * (mean_acc(anychannel) - mean_acc(naive)):+.1f} points.")
     lines += ["Commands (each budget its own full one-cycle run, kept and resumable; both sides get the same data, "
               "epochs and recipe, all else as in the headline):", "",
               *(f"- {c}" for c in commands), "", *table_head("setting | epochs"), *rows, "",
@@ -746,31 +763,31 @@ def epochs_section(budgets: list[Budget], machines: Machines) -> list[str]:
 
 
 def variants_section(budgets: list[Budget], machines: Machines) -> list[str]:
-    """Ours' variants (rows other than naive and ours, and recipes only ours ran) at settings other than the
-    headline's, beside ours at the same setting and seeds, with the same variant's headline row."""
+    """anychannel's variants (rows other than naive and anychannel, and recipes only anychannel ran) at settings
+    other than the headline's, beside anychannel at the same setting and seeds, with the same variant's headline row."""
     by_base = {b.base(): b for b in budgets if not b.mix}
     found = []  # (variant key, mixing, budget)
     for b in budgets:
         for key in b.rows:
-            if key == "naive" or (key == "ours" and not b.mix):
+            if key == "naive" or (key == "anychannel" and not b.mix):
                 continue
             found.append((key, b.mix, b))
     moved = {(key, mix) for key, mix, b in found if not b.is_main or mix}
     chosen = sorted(((k, m, b) for k, m, b in found if (k, m) in moved),
                     key=lambda t: (ROWS.index(ROW_BY_KEY[t[0]]), t[1], t[2].order()))
     lines = [
-        "## Task 1: variants of ours at other settings",
+        "## Task 1: variants of anychannel at other settings",
         "",
         f"Command: `python benchmarks/task1_real.py --epochs {MAIN_BUDGET[0]} --image-size {MAIN_BUDGET[1]} "
-        "--seeds SEEDS --workers 2` with the row's options. A row of ours' ablation that also ran at another "
-        "setting, or a recipe that only ours ran (the naive set was not rerun with it), beside ours at the same "
-        "setting and seeds; means over the seven configurations.",
+        "--seeds SEEDS --workers 2` with the row's options. A row of anychannel's ablation that also ran at "
+        "another setting, or a recipe that only anychannel ran (the naive set was not rerun with it), beside "
+        "anychannel at the same setting and seeds; means over the seven configurations.",
         "",
     ]
     if not chosen:
         return lines + ["No variant has run at another setting yet."]
     head = ("| setting | variant | options | seeds | test, mean of 7 | RGB | R, G, B | validation, mean of 7 "
-            "| train acc, mean of 7 | ours at that setting: test / validation | variant − ours (points) "
+            "| train acc, mean of 7 | anychannel at that setting: test / validation | variant − anychannel (points) "
             "| variant − naive (points) | FLOPs vs naive | machine |")
     lines += [head, "|" + "---|" * (head.count(" | ") + 1)]
     widest = set().union(*(seeds_list(b.rows[k]) for k, _, b in chosen))
@@ -778,9 +795,9 @@ def variants_section(budgets: list[Budget], machines: Machines) -> list[str]:
     for key, mix, b in chosen:
         entries = b.rows[key]
         base = by_base.get(b.base())
-        ours = same_seeds(base.rows["ours"], entries) if base and "ours" in base.rows else None
+        anychannel = same_seeds(base.rows["anychannel"], entries) if base and "anychannel" in base.rows else None
         naive = (same_seeds(base.rows["naive"], entries) if base and "naive" in base.rows and not mix else None)
-        label = ROW_BY_KEY[key].label if key != "ours" else f"ours, {mixing(b.args)}"
+        label = ROW_BY_KEY[key].label if key != "anychannel" else f"anychannel, {mixing(b.args)}"
         flags = " ".join(f for f in (f"--rows {key}", variation_flags(b.args)) if f)
         keys.append(machines.key(entries))
         setting = ", ".join(w for w in setting_words(replace_mix(b).args, full=True) if w != "all training images")
@@ -788,8 +805,8 @@ def variants_section(budgets: list[Budget], machines: Machines) -> list[str]:
             f"| {setting} | {label} | `{flags}` | {seeds_cell(entries, widest)} | {mean_acc(entries):.3f} | "
             f"{acc(entries, 'RGB'):.3f} | " + " ".join(f"{acc(entries, c):.3f}" for c in PLANES)
             + f" | {mean_val(entries):.3f} | {mean_train(entries):.3f} | "
-            + (f"{mean_acc(ours):.3f} / {mean_val(ours):.3f} | {100 * (mean_acc(entries) - mean_acc(ours)):+.1f}"
-               if ours else "not run | –")
+            + (f"{mean_acc(anychannel):.3f} / {mean_val(anychannel):.3f} | "
+               f"{100 * (mean_acc(entries) - mean_acc(anychannel)):+.1f}" if anychannel else "not run | –")
             + (f" | {100 * (mean_acc(entries) - mean_acc(naive)):+.1f}" if naive else " | –")
             + (f" | {flops_ratio(entries, base.rows['naive']):.2f}×" if base and "naive" in base.rows else " | –")
             + f" | {keys[-1]} |")
@@ -802,14 +819,14 @@ def replace_mix(budget: Budget) -> Budget:
 
 
 def headline_section(budget: Budget | None, machines: Machines) -> list[str]:
-    """The main budget: ours against the seven naive CNNs per configuration, its compute, the targets
+    """The main budget: anychannel against the seven naive CNNs per configuration, its compute, the targets
     and the ablation."""
     title = ("## Task 1 on real photos: one model against seven naive CNNs "
              f"({MAIN_BUDGET[0]} epochs, {MAIN_BUDGET[1]} px)")
     if budget is None:
         return [title, "", "No row of the main budget has finished yet."]
     rows, args = budget.rows, budget.args
-    ours_seeds = seeds_list(rows.get("ours", []))
+    anychannel_seeds = seeds_list(rows.get("anychannel", []))
     naive_seeds = seeds_list(rows.get("naive", []))
     # A naive model trains each image once per epoch in each of the seven configurations.
     naive_views = [e["train_views"] for e in rows.get("naive", [])]
@@ -819,31 +836,32 @@ def headline_section(budget: Budget | None, machines: Machines) -> list[str]:
         "",
         "tiny-imagenet-50, test split (2,500 images).  ",
         f"Command: `python benchmarks/task1_real.py --epochs {args.epochs} --image-size {args.image_size} "
-        f"--seeds {','.join(map(str, ours_seeds or args.seeds))} --workers 2`  ",
-        f"Machine (ours and the naive set): {machine_text(rows.get('ours', []) + rows.get('naive', []))}  ",
+        f"--seeds {','.join(map(str, anychannel_seeds or args.seeds))} --workers 2`  ",
+        f"Machine (anychannel and the naive set): {machine_text(rows.get('anychannel', []) + rows.get('naive', []))}  ",
         f"Budget: {args.epochs} epochs over the same {images} training images for every row (AdamW, one-cycle "
         f"to a peak learning rate of {learning_rate(args):g}, label smoothing 0.1, crop+flip), {args.image_size} px, "
         "batches of 128 views (image × configuration).",
         "",
     ]
-    if {"ours", "naive"} <= rows.keys():
-        ours, naive = rows["ours"], rows["naive"]
+    if {"anychannel", "naive"} <= rows.keys():
+        anychannel, naive = rows["anychannel"], rows["naive"]
         course = rows.get("course")
         lines += [
-            f"### Headline: ours against the seven naive CNNs (mean ± standard error over seeds {ours_seeds}"
-            + (f"; naive: seeds {naive_seeds}" if naive_seeds != ours_seeds else "") + ")",
+            "### Headline: anychannel against the seven naive CNNs (mean ± standard error over seeds "
+            f"{anychannel_seeds}"
+            + (f"; naive: seeds {naive_seeds}" if naive_seeds != anychannel_seeds else "") + ")",
             "",
-            "| channels | ours | naive, per config | ours − naive (points) | course design | published naive | "
-            "published course |",
+            "| channels | anychannel | naive, per config | anychannel − naive (points) | course design "
+            "| published naive | published course |",
             "|---|---|---|---|---|---|---|",
         ]
         for c in CONFIG_NAMES:
-            lines.append(f"| {c} | {acc_spread(ours, c)} | {acc_spread(naive, c)} | "
-                         f"{100 * (acc(ours, c) - acc(naive, c)):+.1f} | "
+            lines.append(f"| {c} | {acc_spread(anychannel, c)} | {acc_spread(naive, c)} | "
+                         f"{100 * (acc(anychannel, c) - acc(naive, c)):+.1f} | "
                          f"{f'{acc(course, c):.3f}' if course else 'not run'} | {PUBLISHED['naive'][c]:.3f} | "
                          f"{PUBLISHED['course'][c]:.3f} |")
-        lines.append(f"| mean | {mean_acc(ours):.3f} | {mean_acc(naive):.3f} | "
-                     f"{100 * (mean_acc(ours) - mean_acc(naive)):+.1f} | "
+        lines.append(f"| mean | {mean_acc(anychannel):.3f} | {mean_acc(naive):.3f} | "
+                     f"{100 * (mean_acc(anychannel) - mean_acc(naive)):+.1f} | "
                      f"{f'{mean_acc(course):.3f}' if course else 'not run'} | | |")
 
         def per_seed(entries: list[dict], field: str) -> float:
@@ -853,16 +871,16 @@ def headline_section(budget: Budget | None, machines: Machines) -> list[str]:
             "",
             "Training compute beside it (means over the seeds):",
             "",
-            "| | ours | naive set (7 models) | ours / naive |",
+            "| | anychannel | naive set (7 models) | anychannel / naive |",
             "|---|---|---|---|",
-            f"| train views | {per_seed(ours, 'train_views'):,.0f} | {per_seed(naive, 'train_views'):,.0f} | "
-            f"{per_seed(ours, 'train_views') / per_seed(naive, 'train_views'):.2f}× |",
-            f"| train TFLOPs | {per_seed(ours, 'train_flops') / 1e12:.1f} | "
+            f"| train views | {per_seed(anychannel, 'train_views'):,.0f} | {per_seed(naive, 'train_views'):,.0f} | "
+            f"{per_seed(anychannel, 'train_views') / per_seed(naive, 'train_views'):.2f}× |",
+            f"| train TFLOPs | {per_seed(anychannel, 'train_flops') / 1e12:.1f} | "
             f"{per_seed(naive, 'train_flops') / 1e12:.1f} | "
-            f"{flops_ratio(ours, naive):.4f}× |",
-            f"| train s | {per_seed(ours, 'train_seconds'):.0f} | {per_seed(naive, 'train_seconds'):.0f} | "
-            f"{per_seed(ours, 'train_seconds') / per_seed(naive, 'train_seconds'):.2f}× |",
-            f"| parameters | {ours[0]['params'] / 1e6:.2f}M | {naive[0]['params'] / 1e6:.2f}M | |",
+            f"{flops_ratio(anychannel, naive):.4f}× |",
+            f"| train s | {per_seed(anychannel, 'train_seconds'):.0f} | {per_seed(naive, 'train_seconds'):.0f} | "
+            f"{per_seed(anychannel, 'train_seconds') / per_seed(naive, 'train_seconds'):.2f}× |",
+            f"| parameters | {anychannel[0]['params'] / 1e6:.2f}M | {naive[0]['params'] / 1e6:.2f}M | |",
             "",
             *targets(rows, args),
             "",
@@ -922,15 +940,15 @@ def main() -> None:
                                report_only="Rewrite the task-1 part of BENCHMARKS.md from every budget's finished "
                                            "rows without training.")
     add_variation_options(parser)
-    add_row_options(parser, list(ROW_BY_KEY), seeds="Comma list; naive and ours run for each.", workers=1,
+    add_row_options(parser, list(ROW_BY_KEY), seeds="Comma list; naive and anychannel run for each.", workers=1,
                     workers_help="Rows trained at once, in processes of one thread each. On 2 shared cores, 2 "
                                  "single-thread processes keep a steady pace where one 2-thread process stalls "
                                  "whenever anything else runs (OpenMP threads wait on each other).")
     parser.add_argument("--budgets", default=None, metavar="E1,E2,...",
-                        help="Train naive and ours at each epoch budget in turn; the report gives the lead against "
-                             "epochs up to where the naive set converges.")
+                        help="Train naive and anychannel at each epoch budget in turn; the report gives the lead "
+                             "against epochs up to where the naive set converges.")
     parser.add_argument("--step-time", action="store_true",
-                        help="Only measure seconds per training view of ours and of each naive model, taking "
+                        help="Only measure seconds per training view of anychannel and of each naive model, taking "
                              "turns in one process (median of rounds), then rewrite the report.")
     args = parser.parse_args()
     keys = parse_seeds_and_rows(parser, args, list(ROW_BY_KEY))
@@ -954,7 +972,7 @@ def main() -> None:
         dataset = load_dataset(training_data(args), args.image_size) if args.workers == 1 else None
         for epochs in (int(b) for b in args.budgets.split(",")):
             at = replace_epochs(args, epochs)
-            jobs = [(ROW_BY_KEY[k], s, at) for s in args.seeds for k in ("naive", "ours")
+            jobs = [(ROW_BY_KEY[k], s, at) for s in args.seeds for k in ("naive", "anychannel")
                     if not kept_results(at, ROW_BY_KEY[k], s).exists()]  # finished rows are kept
             if args.workers == 1:
                 for row, seed, a in jobs:

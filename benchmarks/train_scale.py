@@ -45,10 +45,10 @@ def _child_throughput(args: argparse.Namespace) -> None:
     try:
         with ctx.node_first():
             dataset = load_dataset(None, args.image_size, cache_dir=args.cache_dir, show_progress=False)
-        spec = RunSpec("adaptive", "adaptive", {})
+        spec = RunSpec("anychannel", "anychannel", {})
         strategy = spec.build_strategy()
         torch.manual_seed(0)
-        model = create_model("adaptive", num_classes=dataset.num_classes).to(ctx.device)
+        model = create_model("anychannel", num_classes=dataset.num_classes).to(ctx.device)
         to_channels_last(model)
         if ctx.distributed:
             distributed.convert_batchnorms(model)

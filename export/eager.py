@@ -19,12 +19,14 @@ def eager_forward(artifacts: "Artifacts", config: ChannelConfig, checkpoint: Pat
     except ImportError:
         return None, "skipped: torch is not installed"
     from export.pipeline import default_checkpoint, load_target
-    from train.checkpoint import CheckpointError
+    from train.checkpoint import CheckpointError, check_renamed_run
 
     # Beside the graphs' folder, in the run folder export reads by default (naive-R/ for naive R).
     run = default_checkpoint(artifacts.task, artifacts.model, config, Path(".")).parent.name
     path = checkpoint or artifacts.root.parent / run / "best.pt"
     try:
+        if checkpoint is None:
+            check_renamed_run(path)
         target = load_target(path, artifacts.task, artifacts.model)  # export's own check of the model
         graph = artifacts.manifest.get("graphs", {}).get(config.name, {})
         if graph.get("data_fingerprint") and target.info.data_fingerprint != graph["data_fingerprint"]:

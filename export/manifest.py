@@ -113,6 +113,7 @@ def start_manifest(folder: Path, header: dict[str, Any]) -> dict[str, Any]:
     old = read_manifest(folder)
     if old is None:
         return manifest
+    old["model"] = contract.current_model_name(str(old.get("model")))  # graphs exported under an old name stay
     if any(old.get(k) != header[k] for k in _COMPATIBILITY_KEYS):
         log.warning("%s describes another model (%s); its entries are dropped", folder / contract.MANIFEST_NAME,
                     ", ".join(f"{k}={old.get(k)!r}" for k in ("task", "model", "image_size")))

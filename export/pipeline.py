@@ -13,9 +13,9 @@ from typing import Callable
 import torch.nn as nn
 
 from runtime.channels import ChannelConfig, parse_channel_list
-from runtime.contract import MANIFEST_GRAPHS, MANIFEST_NAME, graph_filename
+from runtime.contract import MANIFEST_GRAPHS, MANIFEST_NAME, graph_filename, renamed_model_note
 from train import task1, task2
-from train.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from train.checkpoint import CheckpointError, check_renamed_run, load_checkpoint, model_from_checkpoint
 
 from .atomic import ensure_writable_dir
 from .checks import check_opset
@@ -31,8 +31,8 @@ from .request import ExportRequest
 ARTIFACTS = Path("artifacts")
 #: The model each task exports unless told otherwise (its graphs go to ``<task>/onnx/``).
 DEFAULT_MODELS = {"task1": task1.PRIMARY_MODEL, "task2": task2.PRIMARY_MODEL}
-#: Model families that run may hold: task 1's ``adaptive/`` run is our compact network or a
-#: torchvision backbone, exported alike (same folder, same file names).
+#: Model families that run may hold: task 1's ``anychannel/`` run is our model on its compact
+#: backbone or on a torchvision one, exported alike (same folder, same file names).
 DEFAULT_FAMILIES = {"task1": task1.PRIMARY_FAMILIES, "task2": (task2.PRIMARY_MODEL,)}
 #: Per task, models trained once per configuration, in run folders ``<model>-<CONFIG>`` (task 2's
 #: naive CNN, the shallow net's teacher, is one RGB run in ``naive/``).
@@ -69,6 +69,7 @@ def is_default_family(task: str, model: str) -> bool:
 
 
 def default_checkpoint(task: str, model: str, config: ChannelConfig | None = None, root: Path = ARTIFACTS) -> Path:
+    """Where export reads ``model``'s checkpoint when given none: ``<root>/<task>/<run>/best.pt``."""
     if is_default_family(task, model):
         run = default_model(task)
     else:
@@ -82,6 +83,15 @@ def default_out_dir(task: str, model: str, root: Path = ARTIFACTS) -> Path:
 
 def graph_name(task: str, model: str, config: ChannelConfig, precision: str = "fp32") -> str:
     return graph_filename(task, config, None if is_default_family(task, model) else model, precision)
+
+
+def load_default_target(task: str, model: str, config: ChannelConfig | None = None,
+                        root: Path = ARTIFACTS) -> Target:
+    """:func:`load_target` on the default checkpoint; a run folder left under its model's old name
+    is refused with the rename, not reported missing."""
+    path = default_checkpoint(task, model, config, root)
+    check_renamed_run(path, "or pass --checkpoint")
+    return load_target(path, task, model)
 
 
 def load_target(path: Path, task: str, model: str | None) -> Target:
@@ -102,6 +112,8 @@ def load_target(path: Path, task: str, model: str | None) -> Target:
 def plan(task: str, channels: str, model: str | None, checkpoint: Path | None,
          root: Path = ARTIFACTS) -> tuple[str, list[tuple[ChannelConfig, Target]]]:
     """Which configuration comes from which checkpoint. ``channels="all"`` means all the model supports."""
+    if model is not None and (note := renamed_model_note(model)):
+        raise ExportError(f"--model {model}: {note}")
     everything = channels.strip().lower() == "all"
     wanted = None if everything else parse_channel_list(channels)
     if checkpoint is not None:
@@ -113,10 +125,9 @@ def plan(task: str, channels: str, model: str | None, checkpoint: Path | None,
         if model not in known:
             raise ExportError(f"unknown model {model!r} for {task}; choose from {', '.join(known)}")
         if model in PER_CONFIG_MODELS[task]:
-            pairs = [(c, load_target(default_checkpoint(task, model, c, root), task, model))
-                     for c in (wanted or parse_channel_list("all"))]
+            pairs = [(c, load_default_target(task, model, c, root)) for c in (wanted or parse_channel_list("all"))]
         else:
-            target = load_target(default_checkpoint(task, model, root=root), task, model)
+            target = load_default_target(task, model, root=root)
             pairs = [(c, target) for c in (wanted or parse_channel_list(list(target.configs)))]
     for config, target in pairs:
         if config.name not in target.configs:

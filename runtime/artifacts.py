@@ -35,6 +35,7 @@ class Artifacts:
 
     root: Path
     task: str
+    #: The manifest's model, by its current name (one written as ``adaptive`` reads ``anychannel``).
     model: str
     class_names: tuple[str, ...]
     image_size: int
@@ -105,7 +106,8 @@ def load_artifacts(path: "str | os.PathLike[str]", precision: str = "fp32") -> A
                             f"{C.CONTRACT_VERSION} (re-export with this version of anychannel)")
     try:
         graphs = _graph_entries(manifest["graphs"], mpath.parent, precision)
-        artifacts = Artifacts(root=mpath.parent, task=str(manifest["task"]), model=str(manifest.get("model", "")),
+        artifacts = Artifacts(root=mpath.parent, task=str(manifest["task"]),
+                              model=C.current_model_name(str(manifest.get("model", ""))),
                               class_names=tuple(manifest["class_names"]), image_size=int(manifest["image_size"]),
                               graphs=graphs, manifest=manifest, precision=precision)
     except (KeyError, TypeError, ValueError, InvalidChannelsError) as exc:

@@ -28,11 +28,30 @@ META_STD = "anychannel.std"                           # JSON per input channel
 META_IMAGE_SIZE = "anychannel.image_size"             # "32"
 META_RESIZE = "anychannel.resize"                     # runtime.preprocess.RESIZE_MODE
 META_INTERPOLATION = "anychannel.interpolation"       # runtime.preprocess.INTERPOLATION
-META_MODEL = "anychannel.model"                       # "adaptive"
+META_MODEL = "anychannel.model"                       # "anychannel" (see RENAMED_MODELS)
 META_MODEL_VERSION = "anychannel.model_version"       # the project's version
 META_DATA_FINGERPRINT = "anychannel.data_fingerprint"  # sha256 of the training pixels and labels
 META_EXPORTER = "anychannel.exporter"                 # JSON {"torch": ..., "onnx": ..., ...}
 META_PRECISION = "anychannel.precision"               # "fp32", "int8" or "fp16"
+
+#: Models renamed since checkpoints, manifests or graphs were first written with their old name:
+#: old name -> current name. The one place an old name is known: the model registry, checkpoints
+#: (train.checkpoint), manifests (runtime.artifacts, export.manifest), run folders and the option
+#: checks all read through it. Here, not in train/, because the runtime reads it and never imports
+#: torch. ``adaptive`` became ``anychannel`` (issue 28: one name for our model everywhere).
+RENAMED_MODELS: dict[str, str] = {"adaptive": "anychannel"}
+
+
+def current_model_name(name: str) -> str:
+    """``name``, or the name it was renamed to (:data:`RENAMED_MODELS`)."""
+    return RENAMED_MODELS.get(name, name)
+
+
+def renamed_model_note(name: str) -> str | None:
+    """``model 'adaptive' was renamed to anychannel`` for an old name; None for any other."""
+    new = RENAMED_MODELS.get(name)
+    return None if new is None else f"model {name!r} was renamed to {new}"
+
 
 #: ``manifest.json`` (JSON object), written by export and read by the runtime. Top level:
 #: ``contract_version`` (int, :data:`CONTRACT_VERSION`), ``task``, ``model``, ``model_version``,

@@ -9,8 +9,8 @@ bash scripts/setup.sh
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 echo "runtime-only check: training a 1-epoch model and exporting its seven graphs"
-.venv/bin/python cli.py train task1 --models adaptive --epochs 1 --out "$scratch/task1" \
+.venv/bin/python cli.py train task1 --models anychannel --epochs 1 --out "$scratch/task1" \
     --train-eval-samples 256 > "$scratch/train.log"
-.venv/bin/python cli.py export --checkpoint "$scratch/task1/adaptive/best.pt" --out "$scratch/onnx" \
+.venv/bin/python cli.py export --checkpoint "$scratch/task1/anychannel/best.pt" --out "$scratch/onnx" \
     > "$scratch/export.log"
 DEVICE=auto bash scripts/runtime_venv_check.sh "$scratch/onnx"

@@ -15,11 +15,11 @@ sys.path.insert(0, str(ROOT))
 
 SHARED_DATA = ROOT.parent / "shared" / "data" / "tiny-imagenet-50"
 #: A small, fast variant of our model for tests.
-TINY_ADAPTIVE = {"stem_width": 8, "widths": (8, 16, 32)}
+TINY_ANYCHANNEL = {"stem_width": 8, "widths": (8, 16, 32)}
 
 
 def first_body_norm(model):
-    """The first per-configuration batch norm of an adaptive model's body."""
+    """The first per-configuration batch norm of an anychannel model's body."""
     from train.models.layers import ConfigBatchNorm2d
 
     return next(m for m in model.body.modules() if isinstance(m, ConfigBatchNorm2d))
@@ -45,17 +45,17 @@ def synthetic_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def task1_run(tmp_path_factory, synthetic_dataset):
-    """A run folder holding ``adaptive/best.pt`` for a tiny model trained two epochs at 16 px."""
+    """A run folder holding ``anychannel/best.pt`` for a tiny model trained two epochs at 16 px."""
     import torch
 
     from train.engine import RunSpec, TrainConfig, fit
     from train.models import create_model
 
     out = tmp_path_factory.mktemp("task1")
-    spec = RunSpec("adaptive", "adaptive", dict(TINY_ADAPTIVE))
+    spec = RunSpec("anychannel", "anychannel", dict(TINY_ANYCHANNEL))
     torch.manual_seed(0)
-    model = create_model("adaptive", num_classes=synthetic_dataset.num_classes, **TINY_ADAPTIVE)
-    fit(model, spec, synthetic_dataset, out / "adaptive", TrainConfig(epochs=2, batch_size=126), "task1",
+    model = create_model("anychannel", num_classes=synthetic_dataset.num_classes, **TINY_ANYCHANNEL)
+    fit(model, spec, synthetic_dataset, out / "anychannel", TrainConfig(epochs=2, batch_size=126), "task1",
         log=lambda _: None)
     return out
 
@@ -64,12 +64,12 @@ def task1_run(tmp_path_factory, synthetic_dataset):
 def task1_artifacts(task1_run):
     """``task1_run/onnx``: all seven graphs of the tiny model and their manifest, from the real exporter.
 
-    Next to ``task1_run/adaptive/best.pt``, so tools that look for the checkpoint beside the
+    Next to ``task1_run/anychannel/best.pt``, so tools that look for the checkpoint beside the
     graphs (``bench``) find it as they would under ``artifacts/task1/``.
     """
     from export import export_task
 
-    return export_task("task1", "all", checkpoint=task1_run / "adaptive" / "best.pt", out=task1_run / "onnx").out_dir
+    return export_task("task1", "all", checkpoint=task1_run / "anychannel" / "best.pt", out=task1_run / "onnx").out_dir
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """One rank of the data-parallel tests (tests/test_distributed.py): run by torchrun, or called in-process.
 
 ``python -m torch.distributed.run --nproc-per-node 2 tests/ddp_worker.py DATA.npz OUT STRATEGY EPOCHS [--kill]``
-trains the tiny adaptive model on the arrays in ``DATA.npz``. ``--kill``: on torchrun's first
+trains the tiny anychannel model on the arrays in ``DATA.npz``. ``--kill``: on torchrun's first
 attempt, rank 1 dies abruptly inside epoch 2 (``os._exit``, no clean-up), as a lost machine would.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import TINY_ADAPTIVE  # noqa: E402
+from conftest import TINY_ANYCHANNEL  # noqa: E402
 from train import distributed  # noqa: E402
 from train.data.cache import Dataset, Split  # noqa: E402
 from train.engine import RunSpec, TrainConfig, fit  # noqa: E402
@@ -42,9 +42,9 @@ def train(data: Path, out: Path, strategy: str, epochs: int, kill: bool = False,
     torch.manual_seed(0)
     # No dropout: its masks come from each rank's own stream, so 2 processes cannot draw one
     # process's masks; everything else is drawn for the global batch.
-    kwargs = {**TINY_ADAPTIVE, "dropout": 0.0}
-    model = create_model("adaptive", num_classes=dataset.num_classes, **kwargs)
-    spec = RunSpec("adaptive", "adaptive", kwargs, strategy=strategy)
+    kwargs = {**TINY_ANYCHANNEL, "dropout": 0.0}
+    model = create_model("anychannel", num_classes=dataset.num_classes, **kwargs)
+    spec = RunSpec("anychannel", "anychannel", kwargs, strategy=strategy)
     calls = {"n": 0}
 
     def loss_fn(logits, y, x, config):

@@ -305,13 +305,13 @@ def test_trained_backbone_exports_all_seven_and_predicts(tiny_photos, tmp_path):
     _save_torchvision(init, "resnet18", num_classes=1000)
     lines: list[str] = []
     options = Task1Options(backbone="resnet18", init=str(init))
-    results = run_task1(tiny_photos, ["adaptive"], tmp_path / "task1", TrainConfig(epochs=1, batch_size=126),
+    results = run_task1(tiny_photos, ["anychannel"], tmp_path / "task1", TrainConfig(epochs=1, batch_size=126),
                         train_eval_samples=64, log=lines.append, options=options)
     assert any("loaded 120 of its 122 tensors" in line and "fc.weight, fc.bias" in line for line in lines), lines
-    entry = results["models"]["adaptive"]
-    assert entry["runs"]["adaptive"]["model_kwargs"] == {"backbone": "resnet18"}
+    entry = results["models"]["anychannel"]
+    assert entry["runs"]["anychannel"]["model_kwargs"] == {"backbone": "resnet18"}
     assert set(entry["configs"]) == {c.name for c in ALL_CONFIGS}
-    checkpoint = tmp_path / "task1" / "adaptive" / "best.pt"
+    checkpoint = tmp_path / "task1" / "anychannel" / "best.pt"
     assert torch.load(checkpoint, weights_only=True)["init"] == str(init)
 
     exported = export_task("task1", "all", checkpoint=checkpoint, out=tmp_path / "onnx")

@@ -109,10 +109,10 @@ def test_task1_benchmark_keeps_budgets_apart(tmp_path):
 
     main = argparse.Namespace(epochs=8, image_size=32, out=tmp_path)
     larger = argparse.Namespace(epochs=8, image_size=64, out=tmp_path)
-    row = task1_real.ROW_BY_KEY["ours"]
+    row = task1_real.ROW_BY_KEY["anychannel"]
     # Another image size resumes from its own folders and keeps its own results (a row of the report's tables).
     assert task1_real.run_dir(main, row, 0) != task1_real.run_dir(larger, row, 0)
-    assert task1_real.run_dir(larger, row, 0) == tmp_path / "8ep-64px" / "ours-seed0"
+    assert task1_real.run_dir(larger, row, 0) == tmp_path / "8ep-64px" / "anychannel-seed0"
     assert is_main_budget(main, task1_real.MAIN_BUDGET) and not is_main_budget(larger, task1_real.MAIN_BUDGET)
     assert budget_name(main) == "8ep-32px" and task1_real.results_dir(larger).name == "8ep-64px"
     assert task2_real.run_dir(larger, "naive", 1) == tmp_path / "8ep-64px" / "naive-seed1"
@@ -141,15 +141,15 @@ def test_task1_report_compares_both_sides_at_half_width(tmp_path):
 
     entry = _row_result
     full = {"naive": [entry(0, 1e14, 2.8e6, **dict.fromkeys(names, .40))],
-            "ours": [entry(0, 1e14, 4e5, **dict.fromkeys(names, .50))]}
+            "anychannel": [entry(0, 1e14, 4e5, **dict.fromkeys(names, .50))]}
     small_naive = [entry(s, .25e14, 7 * 1e5, **{c: (.36 if len(c) > 1 else .30) for c in names}) for s in (0, 1)]
     small = [entry(s, .26e14, 1e5, **{c: (.40 if len(c) > 1 else .36) for c in names}) for s in (0, 1)]
-    text = _task1_report({**full, "naive-half-width": small_naive, "ours-half-width": small}, tmp_path)
+    text = _task1_report({**full, "naive-half-width": small_naive, "anychannel-half-width": small}, tmp_path)
     assert ("- Capacity probe, every layer of both at half width (seeds 0,1; 0.10M parameters against 7 × 0.10M, "
             "1.04× their FLOPs, 0.26× the full-width naive set's): mean 0.383 against naive's 0.334, +4.9 points, "
             "≥ naive on 7/7 (+4.0 to +6.0 points); one channel keeps R 90%, G 90%, B 90% of its RGB "
             "(naive: R 83%, G 83%, B 83%).") in text
-    assert "| capacity probe: ours at half width | 0.400 |" in text
+    assert "| capacity probe: anychannel at half width | 0.400 |" in text
 
 
 def test_task1_report_gives_the_share_ceiling_and_the_half_compute_variant(tmp_path):
@@ -157,15 +157,16 @@ def test_task1_report_gives_the_share_ceiling_and_the_half_compute_variant(tmp_p
 
     entry = _row_result
     naive = [entry(s, 1e14, **dict.fromkeys(names, .40)) for s in (0, 1)]
-    ours = [entry(s, 1e14, **{c: (.50 if len(c) > 1 else .45) for c in names}) for s in (0, 1)]
+    anychannel = [entry(s, 1e14, **{c: (.50 if len(c) > 1 else .45) for c in names}) for s in (0, 1)]
     half = [entry(s, .44e14, **{c: (.44 if c != "R" else .39) for c in names}) for s in (0, 1)]
-    rows = {"naive": naive, "ours": ours, "sandwich-own": half,
+    rows = {"naive": naive, "anychannel": anychannel, "sandwich-own": half,
             "rgb-only-same-flops": [entry(0, 1e14, RGB=.50)], "b-only-same-flops": [entry(0, 1e14, B=.44)],
             "r-only-same-flops": [entry(0, 1e14, R=.45), entry(1, 1e14, R=.43)]}  # B: seed 0 only
     text = _task1_report(rows, tmp_path)
-    assert ("The ceiling of that share (seeds 0,1): our network trained on one plane alone at ours' FLOPs keeps "
-            "R 88% (0.440 ± 0.010), B 88% (0.440) of the same network trained on RGB alone at ours' FLOPs (0.500)") in text
-    assert "ours keeps R 90%, B 90% of its own RGB." in text
+    assert ("The ceiling of that share (seeds 0,1): our network trained on one plane alone at anychannel's FLOPs "
+            "keeps R 88% (0.440 ± 0.010), B 88% (0.440) of the same network trained on RGB alone at anychannel's "
+            "FLOPs (0.500)") in text
+    assert "anychannel keeps R 90%, B 90% of its own RGB." in text
     assert "+3.3 points, ≥ naive on 6/7 (-1.0 to +4.0 points), 0.44× the naive set's FLOPs" in text
     # The variant and every control appear in the ablation, rows not run do not.
     assert "| variant: sandwich (RGB, one 1-channel, one other per step), each its own images | 0.440 |" in text
@@ -210,7 +211,8 @@ def test_train_subset_and_learning_rate_get_budgets_of_their_own(tmp_path):
                               data="/data/tiny-imagenet-50")
     assert task1_real.dataset_name(args) == "tiny-imagenet-50-150pc"  # results.json's, checked on load
     assert task1_real.training_data(args) == str(tmp_path / "data" / "tiny-imagenet-50-150pc")
-    assert task1_real.run_dir(args, task1_real.ROW_BY_KEY["ours"], 0) == tmp_path / "8ep-32px-150pc" / "ours-seed0"
+    assert (task1_real.run_dir(args, task1_real.ROW_BY_KEY["anychannel"], 0)
+            == tmp_path / "8ep-32px-150pc" / "anychannel-seed0")
     assert budget_name(args) == "8ep-32px-150pc"
     args = argparse.Namespace(epochs=8, image_size=32, out=tmp_path, train_per_class=None, lr=0.004)
     assert budget_name(args) == "8ep-32px-lr0.004"
@@ -258,17 +260,17 @@ def _fold(tmp_path: Path, monkeypatch) -> tuple[list, str]:
     monkeypatch.setattr(task1_real, "RESULTS", results)
     for seed in (0, 1):
         _keep_row(results, "8ep-32px", "naive", seed, .40, "box A")
-        _keep_row(results, "8ep-32px", "ours", seed, .50, "box A" if seed == 0 else None)
+        _keep_row(results, "8ep-32px", "anychannel", seed, .50, "box A" if seed == 0 else None)
         _keep_row(results, "8ep-64px", "naive", seed, .42, "box B")
-        _keep_row(results, "8ep-64px", "ours", seed, {**dict.fromkeys(task1_real.CONFIG_NAMES, .55), "B": .41},
+        _keep_row(results, "8ep-64px", "anychannel", seed, {**dict.fromkeys(task1_real.CONFIG_NAMES, .55), "B": .41},
                   "box B")
         _keep_row(results, "8ep-32px-50pc", "naive", seed, .20, "box B", val=.20)
-        _keep_row(results, "8ep-32px-50pc", "ours", seed, .29, "box B")
+        _keep_row(results, "8ep-32px-50pc", "anychannel", seed, .29, "box B")
         _keep_row(results, "16ep-32px-50pc", "naive", seed, .26, "box B", val=.27)
-    _keep_row(results, "16ep-32px-50pc", "ours", 0, .31, "box B")  # seed 1 still training
+    _keep_row(results, "16ep-32px-50pc", "anychannel", 0, .31, "box B")  # seed 1 still training
     _keep_row(results, "8ep-32px-lr0.004", "naive", 0, .41, "box A")
-    _keep_row(results, "8ep-32px-lr0.004", "ours", 0, .49, "box A")
-    _keep_row(results, "8ep-32px-mixup0.2", "ours", 0, .47, "box A")
+    _keep_row(results, "8ep-32px-lr0.004", "anychannel", 0, .49, "box A")
+    _keep_row(results, "8ep-32px-mixup0.2", "anychannel", 0, .47, "box A")
     (results / "8ep-32px" / "step-time.json").write_text("{}")  # not a row: not read as one
     args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], out=tmp_path / "runs", rows="all",
                               workers=2, data="/data/tiny-imagenet-50", train_per_class=None, lr=None, mix=None,
@@ -308,11 +310,11 @@ def test_task1_report_folds_the_budgets_one_row_each_with_their_own_machines_and
     assert text.count("\n## ") == 3 and text.startswith("## Task 1 on real photos")
     # The machine is the rows' own, never the machine that rebuilds the report.
     assert machine() not in text
-    assert "Machine (ours and the naive set): box A; not recorded" in text
+    assert "Machine (anychannel and the naive set): box A; not recorded" in text
     settings = _section(text, "## Task 1: the lead under other settings")
     rows = [line for line in settings.splitlines() if line.startswith("| ") and not line.startswith("| setting")]
     # One row per budget at 8 epochs with both sides: the headline, 64 px, 50 per class, lr 0.004 (not mixing,
-    # which only ours ran, nor 16 epochs, which is a row of the epochs table).
+    # which only anychannel ran, nor 16 epochs, which is a row of the epochs table).
     assert [r.split(" | ")[0] for r in rows] == ["| the headline (32 px, all training images, peak lr 0.002)",
                                                   "| 64 px", "| 50 training images per class", "| peak lr 0.004"]
     headline, larger, less_data, lr = rows
@@ -329,10 +331,10 @@ def test_task1_report_folds_the_budgets_one_row_each_with_their_own_machines_and
     # A budget with only some seeds says which, and compares both sides on the same seeds.
     assert "| 16 | 0 only; naive also 1 | 0.260 | 0.310 | +5.0 |" in epochs
     assert "not converged by 16 epochs" in epochs
-    variants = _section(text, "## Task 1: variants of ours at other settings")
-    assert ("| 8 epochs, 32 px | ours, MixUp (α 0.2) | `--rows ours --mix mixup --mix-alpha 0.2` | 0 | 0.470 | "
-            in variants)
-    assert "| 0.500 / 0.300 | -3.0 | – | 1.00× |" in variants  # against ours at 8 epochs, seed 0
+    variants = _section(text, "## Task 1: variants of anychannel at other settings")
+    assert ("| 8 epochs, 32 px | anychannel, MixUp (α 0.2) | `--rows anychannel --mix mixup --mix-alpha 0.2` | 0 "
+            "| 0.470 | " in variants)
+    assert "| 0.500 / 0.300 | -3.0 | – | 1.00× |" in variants  # against anychannel at 8 epochs, seed 0
 
 
 def test_task1_report_replaces_the_per_budget_sections_in_place(tmp_path, monkeypatch):
@@ -349,7 +351,7 @@ def test_task1_report_replaces_the_per_budget_sections_in_place(tmp_path, monkey
                   "<!-- task1-real-convergence-32px-50pc:start -->\nold\n"
                   "<!-- task1-real-convergence-32px-50pc:end -->\n")
     monkeypatch.setattr(common, "BENCHMARKS_MD", md)
-    args = argparse.Namespace(epochs=8, image_size=64, seeds=[0], out=tmp_path / "runs", rows="naive,ours",
+    args = argparse.Namespace(epochs=8, image_size=64, seeds=[0], out=tmp_path / "runs", rows="naive,anychannel",
                               workers=2, data="/data/tiny-imagenet-50", train_per_class=None, lr=None, mix=None,
                               mix_alpha=1.0)
     task1_real.write_report(args)  # a rerun at another budget rewrites the whole folded part
@@ -369,7 +371,7 @@ def test_task1_epochs_table_finds_where_the_naive_set_stops_improving(tmp_path):
     assert task1_real.converged_budget({8: .30, 16: .36, 32: .362, 64: .35}) == 16
     assert task1_real.converged_budget({8: .30, 16: .36}) is None  # still improving: not converged
     naive_at = {8: (.30, .29), 16: (.36, .35), 32: (.362, .36)}
-    ours_at = {8: .40, 16: .41, 32: .36}  # at 32 epochs B falls behind
+    anychannel_at = {8: .40, 16: .41, 32: .36}  # at 32 epochs B falls behind
 
     def entry(seed, epochs, test_acc, val_acc, machine):
         return {"configs": {c: {"test_acc": test_acc(c), "val_acc": val_acc, "train_acc": 0.5} for c in names},
@@ -380,8 +382,8 @@ def test_task1_epochs_table_finds_where_the_naive_set_stops_improving(tmp_path):
         at = argparse.Namespace(epochs=epochs, image_size=32, train_per_class=50, lr=None, mix=None, mix_alpha=1.0)
         budgets.append(task1_real.Budget(f"{epochs}ep-32px-50pc", at, {
             "naive": [entry(s, epochs, lambda c: test, val, "box A") for s in (0, 1)],
-            "ours": [entry(s, epochs, lambda c: ours_at[epochs] - (.02 if c == "B" and epochs == 32 else 0), 0.0,
-                           None) for s in (0, 1)]}))
+            "anychannel": [entry(s, epochs, lambda c: anychannel_at[epochs] - (.02 if c == "B" and epochs == 32 else 0),
+                                 0.0, None) for s in (0, 1)]}))
     text = "\n".join(task1_real.epochs_section(budgets, task1_real.Machines()))
     assert "--budgets 8,16,32 --image-size 32 --seeds 0,1 --train-per-class 50 --workers 2" in text
     assert "Machines: A: box A; –: not recorded" in text
@@ -389,7 +391,7 @@ def test_task1_epochs_table_finds_where_the_naive_set_stops_improving(tmp_path):
             "RGB +11.0 to RGB +11.0 | 0.300 / 0.000 | 0.500 / 0.500 |") in text
     assert "| 16 (naive converged) | 0,1 | 0.350 | 0.410 | +6.0 | 7/7 |" in text
     assert "| 32 | 0,1 | 0.360 | 0.357 | -0.3 | 6/7 (not B) | B -2.0 to RGB +0.0 |" in text
-    assert "the naive set converges at 16 epochs" in text and "ours − naive is +6.0 points" in text
+    assert "the naive set converges at 16 epochs" in text and "anychannel − naive is +6.0 points" in text
 
 
 # --- README and docs against BENCHMARKS.md -------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_ADAPTIVE, relative_difference
+from conftest import TINY_ANYCHANNEL, relative_difference
 from train.checkpoint import load_checkpoint
 from train.data import loader
 from train.data.cache import Dataset, Split
@@ -38,9 +38,9 @@ def no_tf32():
 
 def _train(small: Dataset, out, device: str, amp: bool, epochs: int = 1) -> dict:
     torch.manual_seed(0)
-    kwargs = {**TINY_ADAPTIVE, "dropout": 0.0}  # dropout masks come from each device's own generator
-    model = create_model("adaptive", num_classes=small.num_classes, **kwargs)
-    spec = RunSpec("adaptive", "adaptive", kwargs)
+    kwargs = {**TINY_ANYCHANNEL, "dropout": 0.0}  # dropout masks come from each device's own generator
+    model = create_model("anychannel", num_classes=small.num_classes, **kwargs)
+    spec = RunSpec("anychannel", "anychannel", kwargs)
     fit(model, spec, small, out, TrainConfig(epochs=epochs, batch_size=64, device=device, amp=amp), "task1",
         log=lambda _: None)
     return load_checkpoint(out / "last.pt")
@@ -94,7 +94,7 @@ def test_streamed_split_reads_the_same_pixels_through_pinned_memory(synthetic_da
 
 def test_drawing_a_training_step_never_waits_for_the_gpu(synthetic_dataset):
     """The host prepares step N+1 while the GPU runs step N only if nothing in between synchronises."""
-    strategy = RunSpec("adaptive", "adaptive", {}).build_strategy()
+    strategy = RunSpec("anychannel", "anychannel", {}).build_strategy()
     resident = SplitTensors(synthetic_dataset.splits["train"], "cuda")
     next(iter(strategy.steps(resident, 126, torch.Generator().manual_seed(0))))  # warm-up: caches, allocator
     torch.cuda.synchronize()
@@ -110,9 +110,9 @@ def test_model_step_synchronises_no_more_than_measured(synthetic_dataset, recwar
     """How often one training step of our model makes the host wait for the GPU (printed for the notes)."""
     from train.engine import StepModule
 
-    spec = RunSpec("adaptive", "adaptive", {})
+    spec = RunSpec("anychannel", "anychannel", {})
     strategy = spec.build_strategy()
-    model = create_model("adaptive", num_classes=synthetic_dataset.num_classes).cuda()
+    model = create_model("anychannel", num_classes=synthetic_dataset.num_classes).cuda()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     step = StepModule(model, strategy)
     split = SplitTensors(synthetic_dataset.splits["train"], "cuda")

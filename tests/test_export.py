@@ -61,7 +61,7 @@ def cached_tracing():
 
 @pytest.fixture(scope="session")
 def checkpoint(task1_run) -> Path:
-    return task1_run / "adaptive" / "best.pt"
+    return task1_run / "anychannel" / "best.pt"
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +100,7 @@ def test_every_configuration_is_exported_with_a_manifest_entry(exported):
     manifest = _manifest(exported.out_dir)
     assert set(contract.MANIFEST_TOP_KEYS) <= set(manifest)
     assert manifest["contract_version"] == contract.CONTRACT_VERSION
-    assert (manifest["task"], manifest["model"], manifest["image_size"]) == ("task1", "adaptive", 16)
+    assert (manifest["task"], manifest["model"], manifest["image_size"]) == ("task1", "anychannel", 16)
     assert list(manifest["graphs"]) == [c.name for c in ALL_CONFIGS]
     for config in ALL_CONFIGS:
         entry = manifest["graphs"][config.name]
@@ -222,7 +222,7 @@ def test_metadata_is_readable_through_onnxruntime(exported, checkpoint):
         assert json.loads(meta[contract.META_STD]) == list(config.std)
         assert meta[contract.META_IMAGE_SIZE] == "16"
         assert (meta[contract.META_RESIZE], meta[contract.META_INTERPOLATION]) == (RESIZE_MODE, INTERPOLATION)
-        assert meta[contract.META_MODEL] == "adaptive" and meta[contract.META_MODEL_VERSION] == project_version()
+        assert meta[contract.META_MODEL] == "anychannel" and meta[contract.META_MODEL_VERSION] == project_version()
         assert meta[contract.META_DATA_FINGERPRINT] == ckpt["data_fingerprint"]
         assert meta[contract.META_PRECISION] == "fp32"
         assert json.loads(meta[contract.META_EXPORTER]) == exporter_versions()
@@ -255,7 +255,7 @@ def test_manifest_of_another_model_is_not_merged(export_copy, checkpoint):
 
 
 def _resolved_r(net) -> tuple[torch.nn.Module, ModelInfo]:
-    info = ModelInfo("task1", "adaptive", tuple(f"c{i}" for i in range(10)), 16, "fp")
+    info = ModelInfo("task1", "anychannel", tuple(f"c{i}" for i in range(10)), 16, "fp")
     return net.resolve(R).eval(), info
 
 
@@ -398,12 +398,12 @@ def test_check_graph_refuses_control_flow():
 # --- default locations ------------------------------------------------------------------------
 
 def test_default_locations_and_names():
-    assert default_out_dir("task1", "adaptive") == Path("artifacts/task1/onnx")
+    assert default_out_dir("task1", "anychannel") == Path("artifacts/task1/onnx")
     assert default_out_dir("task1", "course") == Path("artifacts/task1/onnx-course")
     assert default_out_dir("task2", "shallow") == Path("artifacts/task2/onnx")
-    assert graph_name("task1", "adaptive", R) == "task1-R.onnx"
+    assert graph_name("task1", "anychannel", R) == "task1-R.onnx"
     assert graph_name("task2", "resnet34", RGB) == "task2-resnet34-RGB.onnx"
-    assert default_checkpoint("task1", "adaptive") == Path("artifacts/task1/adaptive/best.pt")
+    assert default_checkpoint("task1", "anychannel") == Path("artifacts/task1/anychannel/best.pt")
     assert default_checkpoint("task1", "naive", R) == Path("artifacts/task1/naive-R/best.pt")
     assert default_checkpoint("task2", "naive", RGB) == Path("artifacts/task2/naive/best.pt")  # the teacher: one run
 

@@ -15,7 +15,7 @@ from runtime import contract
 
 @pytest.fixture(scope="module")
 def checkpoint(task1_run) -> Path:
-    return task1_run / "adaptive" / "best.pt"
+    return task1_run / "anychannel" / "best.pt"
 
 
 def _export(*args: str):
@@ -31,7 +31,7 @@ def _write_ckpt(path: Path, source: Path, **changes) -> Path:
 
 def test_export_with_defaults_writes_the_graph_the_manifest_and_a_table(checkpoint, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run = tmp_path / "artifacts" / "task1" / "adaptive"
+    run = tmp_path / "artifacts" / "task1" / "anychannel"
     run.mkdir(parents=True)
     shutil.copy(checkpoint, run / "best.pt")
     result = _export("--channels", "r")
@@ -68,7 +68,7 @@ def test_bad_input_gets_one_line_and_a_non_zero_exit(checkpoint, tmp_path):
     rgb_only = _write_ckpt(tmp_path / "rgb.pt", checkpoint, configs=["RGB"])
     _assert_fails(_export("--checkpoint", str(rgb_only), "--channels", "R", "--out", str(out)),
                   "supports RGB, not R", out)
-    _assert_fails(_export("--model", "course", *ok), "holds model 'adaptive', not 'course'", out)
+    _assert_fails(_export("--model", "course", *ok), "holds model 'anychannel', not 'course'", out)
     _assert_fails(_export("--opset", "16", *ok), "opset 16 is too old", out)
     _assert_fails(_export("--opset", "99", *ok), "opset 99 is newer than onnx", out)
     _assert_fails(_export("--model", "bogus", "--out", str(out)), "unknown model 'bogus' for task1", out)

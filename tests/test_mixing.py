@@ -84,8 +84,8 @@ def test_fit_refuses_mixing_with_in_place_distillation(tmp_path, synthetic_datas
     from train.engine import RunSpec, TrainConfig, fit
     from train.models import create_model
 
-    spec = RunSpec("adaptive", "adaptive", {}, strategy="distill")
-    model = create_model("adaptive", num_classes=synthetic_dataset.num_classes)
+    spec = RunSpec("anychannel", "anychannel", {}, strategy="distill")
+    model = create_model("anychannel", num_classes=synthetic_dataset.num_classes)
     with pytest.raises(ValueError, match="--mix cutmix with --distill"):
         fit(model, spec, synthetic_dataset, tmp_path, TrainConfig(epochs=1, mix="cutmix"), "task1", log=lambda _: None)
     assert not list(tmp_path.iterdir())  # refused before anything is written

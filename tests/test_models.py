@@ -8,7 +8,7 @@ from runtime.channels import ALL_CONFIGS, ChannelConfig
 from train.models import create_model, list_models
 from train.models.layers import ChannelAdaptiveStem, DynamicConv2d, dynamic_conv
 
-from conftest import TINY_ADAPTIVE, first_body_norm
+from conftest import TINY_ANYCHANNEL, first_body_norm
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (1, 0)])
@@ -76,7 +76,7 @@ def test_body_batch_norm_is_per_configuration_and_resolved():
     from train.models.layers import ConfigBatchNorm2d
 
     torch.manual_seed(0)
-    model = create_model("adaptive", num_classes=4, **TINY_ADAPTIVE).train()
+    model = create_model("anychannel", num_classes=4, **TINY_ANYCHANNEL).train()
     model(torch.randn(8, 1, 16, 16), ChannelConfig("R"))
     first = first_body_norm(model)
     assert isinstance(first, ConfigBatchNorm2d)
@@ -94,7 +94,7 @@ def test_resolved_stem_holds_only_its_configuration():
     assert r < rgb < full
 
 
-@pytest.mark.parametrize("name,kwargs", [("adaptive", TINY_ADAPTIVE), ("course", {"hidden": (64, 32)})])
+@pytest.mark.parametrize("name,kwargs", [("anychannel", TINY_ANYCHANNEL), ("course", {"hidden": (64, 32)})])
 def test_multi_config_models_forward_all_seven(name, kwargs):
     torch.manual_seed(0)
     model = create_model(name, num_classes=5, **kwargs).eval()
@@ -114,14 +114,14 @@ def test_naive_model_per_configuration(config):
         model(torch.randn(2, other.num_channels, 16, 16), other)
 
 
-def test_adaptive_rejects_wrong_channel_count():
-    model = create_model("adaptive", num_classes=3, **TINY_ADAPTIVE)
+def test_anychannel_rejects_wrong_channel_count():
+    model = create_model("anychannel", num_classes=3, **TINY_ANYCHANNEL)
     with pytest.raises(ValueError, match="RG input needs 2 channels"):
         model(torch.randn(1, 3, 16, 16), ChannelConfig("RG"))
 
 
 def test_registry():
-    assert {"adaptive", "naive", "course", "static"} <= set(list_models())
+    assert {"anychannel", "naive", "course", "static"} <= set(list_models())
     with pytest.raises(KeyError, match="known"):
         create_model("nope", num_classes=2)
 
@@ -131,22 +131,22 @@ def test_course_design_is_about_the_published_size():
     assert 14.5e6 < params < 16e6  # published: 15.35M
 
 
-def test_adaptive_is_much_smaller_than_course():
-    ours = sum(p.numel() for p in create_model("adaptive", num_classes=50).parameters())
+def test_anychannel_is_much_smaller_than_course():
+    ours = sum(p.numel() for p in create_model("anychannel", num_classes=50).parameters())
     assert ours < 15.35e6 / 4
 
 
 @pytest.mark.parametrize("body,width", [("plain", 1.0), ("residual", 1.0), ("plain", 0.7), ("residual", 0.5)])
-def test_static_baseline_has_the_adaptive_models_body(body, width):
+def test_static_baseline_has_the_anychannel_models_body(body, width):
     """The export-latency baseline must differ from our model by its stem alone, at any width."""
     from runtime.channels import ChannelConfig
 
     rgb = ChannelConfig("RGB")
-    adaptive = create_model("adaptive", num_classes=10, body=body, width=width).eval()
+    anychannel = create_model("anychannel", num_classes=10, body=body, width=width).eval()
     static = create_model("static", num_classes=10, body=body, width=width).eval()
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(static.body) == count(adaptive.resolve(rgb)[1])
-    assert type(static.body) is type(adaptive.body)
+    assert count(static.body) == count(anychannel.resolve(rgb)[1])
+    assert type(static.body) is type(anychannel.body)
 
 
 def test_width_multiplier_scales_every_layer_of_ours_and_the_naive_cnn():
@@ -155,7 +155,7 @@ def test_width_multiplier_scales_every_layer_of_ours_and_the_naive_cnn():
 
     naive = create_model("naive", num_classes=10, channels="RG", width=0.5)
     assert conv_widths(naive) == [16, 32, 64, 128]
-    ours, ours_full = create_model("adaptive", num_classes=10, width=0.5), create_model("adaptive", num_classes=10)
+    ours, ours_full = create_model("anychannel", num_classes=10, width=0.5), create_model("anychannel", num_classes=10)
     assert ours.stem.weight.shape[1] == 16 and conv_widths(ours.body) == [32, 64, 128]
     assert conv_widths(ours_full.body) == [64, 128, 256]
     x = torch.randn(2, 1, 32, 32)
@@ -172,9 +172,9 @@ def test_a_narrowed_model_comes_back_from_its_checkpoint(kwargs, tmp_path):
     from train.checkpoint import model_from_checkpoint
 
     torch.manual_seed(0)
-    model = create_model("adaptive", num_classes=10, **kwargs).eval()
+    model = create_model("anychannel", num_classes=10, **kwargs).eval()
     path = tmp_path / "ckpt.pt"
-    torch.save({"model": "adaptive", "model_kwargs": kwargs, "class_names": [str(i) for i in range(10)],
+    torch.save({"model": "anychannel", "model_kwargs": kwargs, "class_names": [str(i) for i in range(10)],
                 "state_dict": model.state_dict()}, path)
     restored = model_from_checkpoint(torch.load(path, weights_only=True)).eval()  # strict load
     x = torch.randn(2, 2, 32, 32)
@@ -190,7 +190,7 @@ def test_grouped_forward_equals_one_pass_per_group_forward_and_backward():
     """One pass of the shared body over all groups: same logits, gradients and per-configuration
     batch-norm statistics as a pass per group, up to float error."""
     torch.manual_seed(0)
-    per_group = create_model("adaptive", num_classes=10, **TINY_ADAPTIVE, dropout=0.0).train()
+    per_group = create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL, dropout=0.0).train()
     grouped = copy.deepcopy(per_group)
     xs = _grouped_batch()
     expected = [per_group(x, c) for x, c in zip(xs, ALL_CONFIGS)]
@@ -226,7 +226,7 @@ def test_joint_steps_run_the_body_once_unless_asked_per_group(monkeypatch):
     rng = np.random.default_rng(0)
     split = SplitTensors(Split(rng.integers(0, 256, (70, 16, 16, 3), dtype=np.uint8), np.arange(70) % 10))
     groups = next(JointStrategy().steps(split, 70, torch.Generator().manual_seed(0)))
-    model = create_model("adaptive", num_classes=10, **TINY_ADAPTIVE).train()
+    model = create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL).train()
     calls = []
     monkeypatch.setattr(model.body, "forward", lambda x: calls.append(len(x)) or torch.zeros(len(x), 10))
     JointStrategy().loss(model, groups, 0.1)

@@ -72,7 +72,7 @@ def test_logits_match_the_trained_model(clf, task1_run, images):
 
     from train.checkpoint import load_checkpoint, model_from_checkpoint
 
-    model = model_from_checkpoint(load_checkpoint(task1_run / "adaptive" / "best.pt"))
+    model = model_from_checkpoint(load_checkpoint(task1_run / "anychannel" / "best.pt"))
     for config in ALL_CONFIGS:
         x, _ = clf.preprocess(images, config)
         with torch.no_grad():

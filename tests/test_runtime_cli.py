@@ -79,7 +79,7 @@ def test_evaluate_matches_pytorch_evaluation(run_cli, task1_artifacts, task1_run
     rows = {r["channels"]: r for r in json.loads(result.output)["results"]}
     assert list(rows) == [c.name for c in ALL_CONFIGS]
 
-    model = model_from_checkpoint(load_checkpoint(task1_run / "adaptive" / "best.pt"))
+    model = model_from_checkpoint(load_checkpoint(task1_run / "anychannel" / "best.pt"))
     test = SplitTensors(synthetic_dataset.splits["test"])
     clf = Classifier(task1_artifacts, device="cpu")
     for config in ALL_CONFIGS:
@@ -142,11 +142,11 @@ def test_bench_without_a_checkpoint_notes_it(run_cli, task1_artifacts, task1_run
     # A checkpoint asked for by name must exist and be the graphs' own: an error, not a skip.
     missing = run_cli("bench", "--artifacts", task1_artifacts, "--checkpoint", tmp_path / "none.pt", "--device", "cpu")
     assert missing.exit_code == 2 and "does not exist" in missing.output, missing.output
-    other = torch.load(task1_run / "adaptive" / "best.pt", weights_only=True)
+    other = torch.load(task1_run / "anychannel" / "best.pt", weights_only=True)
     other["model"] = "course"
     torch.save(other, tmp_path / "course.pt")
     wrong = run_cli("bench", "--artifacts", task1_artifacts, "--checkpoint", tmp_path / "course.pt", "--device", "cpu")
-    assert wrong.exit_code == 2 and "holds model 'course', not 'adaptive'" in wrong.output, wrong.output
+    assert wrong.exit_code == 2 and "holds model 'course', not 'anychannel'" in wrong.output, wrong.output
 
 
 # --- doctor ---------------------------------------------------------------------------------------

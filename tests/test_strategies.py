@@ -21,7 +21,7 @@ from train.strategies import (DistillStrategy, FixedConfig, JointStrategy, Sampl
                                SharedStrategy, build_strategy, sandwich_configs)
 from train.task1 import Task1Options
 
-from conftest import TINY_ADAPTIVE
+from conftest import TINY_ANYCHANNEL
 
 RGB = ChannelConfig("RGB")
 
@@ -69,7 +69,7 @@ def test_distillation_target_is_the_detached_rgb_output_of_the_same_images(monke
     strategy = DistillStrategy()
     groups = next(strategy.steps(split, 70, torch.Generator().manual_seed(0)))
     torch.manual_seed(0)
-    model = create_model("adaptive", num_classes=70, **TINY_ADAPTIVE).train()
+    model = create_model("anychannel", num_classes=70, **TINY_ANYCHANNEL).train()
     calls = []
     real = strategies.distillation_loss
 
@@ -107,7 +107,7 @@ def _config_norm_grads(model) -> dict[str, bool]:
 def test_each_step_updates_the_configurations_it_trains(strategy, expected):
     split = _id_split()
     torch.manual_seed(0)
-    model = create_model("adaptive", num_classes=70, **TINY_ADAPTIVE).train()
+    model = create_model("anychannel", num_classes=70, **TINY_ANYCHANNEL).train()
     groups = next(strategy.steps(split, 70, torch.Generator().manual_seed(0)))
     strategy.loss(model, groups, 0.1).loss.backward()
     trained = _config_norm_grads(model)
@@ -123,7 +123,7 @@ def test_sandwich_keeps_the_widest_and_a_narrowest_configuration():
     strategy = DistillStrategy(configs_per_step=3)
     assert strategy.precise_bn  # some configurations skip steps
     torch.manual_seed(0)
-    model = create_model("adaptive", num_classes=70, **TINY_ADAPTIVE).train()
+    model = create_model("anychannel", num_classes=70, **TINY_ANYCHANNEL).train()
     groups = next(strategy.steps(split, 69, torch.Generator().manual_seed(0)))
     strategy.loss(model, groups, 0.1).loss.backward()
     trained = {name for name, has in _config_norm_grads(model).items() if has}
@@ -167,7 +167,7 @@ def test_inverse_channels_allocation_gives_fewer_channels_more_of_each_step():
     assert counts["RGB"].max() == 1 and len(seen["RGB"]) == 63  # half a pass, no repeats
     assert counts["R"].min() == 1 and counts["R"].max() == 2 and len(seen["R"]) == 182  # 1.44 passes
     # The loss is the mean over views: each group's loss weighs by its number of views.
-    model = create_model("adaptive", num_classes=126, **TINY_ADAPTIVE).train()
+    model = create_model("anychannel", num_classes=126, **TINY_ANYCHANNEL).train()
     by_channels = lambda logits, y, x, c: torch.tensor(float(c.num_channels))  # noqa: E731
     loss = traded.loss(model, steps[0], 0.1, by_channels).loss
     assert loss.item() == pytest.approx((9 * 3 + 39 * 2 + 78 * 1) / 126)
@@ -227,7 +227,7 @@ def test_strategy_options_are_checked():
     with pytest.raises(ValueError, match="unknown training strategy"):
         build_strategy("nope", ALL_CONFIGS)
     assert isinstance(build_strategy("joint", (RGB,)), FixedConfig)  # one configuration: nothing to mix
-    assert isinstance(Task1Options(strategy="sampled").adaptive_spec().build_strategy(), SampledConfig)
+    assert isinstance(Task1Options(strategy="sampled").anychannel_spec().build_strategy(), SampledConfig)
     assert not JointStrategy().precise_bn and SampledConfig().precise_bn
     with pytest.raises(ValueError, match="unknown allocation 'nope'; choose from uniform, inverse-channels, inverse-sqrt-channels"):
         JointStrategy(allocation="nope")
@@ -250,11 +250,11 @@ def test_width_narrows_ours_alone_and_leaves_default_checkpoints_alone():
     from train.task1 import run_specs
 
     narrow = Task1Options(width=0.7)
-    assert narrow.adaptive_spec().model_kwargs == {"body": "plain", "width": 0.7}
+    assert narrow.anychannel_spec().model_kwargs == {"body": "plain", "width": 0.7}
     assert all("width" not in spec.model_kwargs for spec in run_specs("naive", narrow))  # the reference stays
     probe = Task1Options(width=0.5, naive_width=0.5)  # the benchmark's capacity probe narrows both
     assert all(spec.model_kwargs["width"] == 0.5 for spec in run_specs("naive", probe))
-    assert Task1Options().adaptive_spec().model_kwargs == {"body": "plain"}  # resumable as before
+    assert Task1Options().anychannel_spec().model_kwargs == {"body": "plain"}  # resumable as before
     assert "width" not in run_specs("course", probe)[0].model_kwargs  # the published design keeps its size
     with pytest.raises(ValueError, match="positive number"):
         Task1Options(naive_width=float("inf"))
@@ -265,9 +265,9 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     cut = lambda sp, n: Split(sp.images[:n], sp.labels[:n])  # noqa: E731
     data = Dataset("tiny", synthetic_dataset.class_names, 16,
                    {"train": cut(s["train"], 140), "val": cut(s["val"], 32), "test": cut(s["test"], 32)}, "fp")
-    spec = RunSpec("adaptive", "adaptive", dict(TINY_ADAPTIVE))
+    spec = RunSpec("anychannel", "anychannel", dict(TINY_ANYCHANNEL))
     torch.manual_seed(0)
-    model = create_model("adaptive", num_classes=data.num_classes, **TINY_ADAPTIVE)
+    model = create_model("anychannel", num_classes=data.num_classes, **TINY_ANYCHANNEL)
     summary = fit(model, spec, data, tmp_path, TrainConfig(epochs=1, batch_size=70), "task1", log=lambda _: None)
     assert summary["views"] == 7 * 140  # every image once per configuration
     expected = sum(140 * f["train"] for f in summary["flops_per_image"].values())
@@ -285,13 +285,13 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     (["--width", "inf"], "--width must be a positive number"),
     (["--width", "2", "--backbone", "resnet18"], "--width scales the compact network"),
     (["--allocation", "nope"], "unknown allocation 'nope'"),
-    (["--models", ""], "--models: no model given; choose from adaptive, naive, course"),
+    (["--models", ""], "--models: no model given; choose from anychannel, naive, course"),
     (["--nproc", "2", "--strategy", "bogus"], "unknown training strategy 'bogus'"),  # before torchrun starts
     (["--nproc", "2", "--models", "naive", "--width", "2"], "--width: options of our model"),
     (["--nproc", "10", "--allocation", "inverse-channels"], "9 images per step, fewer than the 10 processes"),
-    (["--models", "naive", "--width", "0.5", "--distill"], "--width, --distill: options of our model; add adaptive"),
+    (["--models", "naive", "--width", "0.5", "--distill"], "--width, --distill: options of our model; add anychannel"),
     (["--strategy", "sampled", "--share-images"], "--share-images: options of --strategy joint"),
-    (["--image-size", "8"], "--image-size 8 is too small for adaptive"),
+    (["--image-size", "8"], "--image-size 8 is too small for anychannel"),
     (["--image-size", "8", "--models", "naive"], "--image-size 8 is too small for naive"),
     (["--epochs", "0"], "'--epochs'"),
     (["--train-eval-samples", "0"], "'--train-eval-samples'"),
@@ -341,8 +341,8 @@ def test_width_0_7_trains_in_under_half_the_naive_sets_flops():
         return sum(f["train"] for f in step_flops(model, configs, 32).values())
 
     naive = sum(train_flops(create_model("naive", num_classes=50, channels=c.name), (c,)) for c in ALL_CONFIGS)
-    narrow = train_flops(create_model("adaptive", num_classes=50, width=0.7), ALL_CONFIGS)
-    full = train_flops(create_model("adaptive", num_classes=50), ALL_CONFIGS)
+    narrow = train_flops(create_model("anychannel", num_classes=50, width=0.7), ALL_CONFIGS)
+    full = train_flops(create_model("anychannel", num_classes=50), ALL_CONFIGS)
     assert 0.45 < narrow / naive <= 0.5
     assert full / naive == pytest.approx(1.0, abs=1e-3)  # the default spends the naive set's compute
 
@@ -430,7 +430,7 @@ EARLIER_RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
 
 def _earlier_recipe(key: str) -> strategies.TrainingStrategy:
     flags, extra, _, _ = EARLIER_RECIPES[key]
-    spec = Task1Options(**flags).adaptive_spec()
+    spec = Task1Options(**flags).anychannel_spec()
     return replace(spec, strategy_options={**spec.strategy_options, **extra}).build_strategy()
 
 
@@ -453,7 +453,7 @@ def test_earlier_checkpoints_resume_under_their_flags_alone():
     from train.engine import checkpoint_meta
 
     cfg, dataset = TrainConfig(), Dataset("d", ["a", "b"], 16, {}, "fp")
-    meta = lambda strategy: {**checkpoint_meta(RunSpec("adaptive", "adaptive"), dataset, "task1"),  # noqa: E731
+    meta = lambda strategy: {**checkpoint_meta(RunSpec("anychannel", "anychannel"), dataset, "task1"),  # noqa: E731
                              "strategy": strategy}
     for key, (flags, extra, _, _) in EARLIER_RECIPES.items():
         earlier = {**meta({**_EARLIER_JOINT, **flags, **extra}), "train_config": asdict(cfg)}

@@ -10,11 +10,11 @@ from train.data import SplitTensors
 from train.engine import RunSpec, TrainConfig, evaluate, fit, sample_config
 from train.models import create_model
 
-from conftest import TINY_ADAPTIVE, first_body_conv, first_body_norm
+from conftest import TINY_ANYCHANNEL, first_body_conv, first_body_norm
 
 
 def test_tiny_run_beats_chance_on_every_configuration(task1_run, synthetic_dataset):
-    ckpt = load_checkpoint(task1_run / "adaptive" / "best.pt", "task1")
+    ckpt = load_checkpoint(task1_run / "anychannel" / "best.pt", "task1")
     model = model_from_checkpoint(ckpt)
     val = SplitTensors(synthetic_dataset.splits["val"])
     chance = 1 / synthetic_dataset.num_classes
@@ -36,8 +36,8 @@ def test_hierarchical_sampling_covers_all_configs():
 
 def _train(dataset, out, epochs, resume=False, loss_fn=None, mix="none"):
     torch.manual_seed(0)
-    model = create_model("adaptive", num_classes=dataset.num_classes, **TINY_ADAPTIVE)
-    spec = RunSpec("adaptive", "adaptive", dict(TINY_ADAPTIVE))
+    model = create_model("anychannel", num_classes=dataset.num_classes, **TINY_ANYCHANNEL)
+    spec = RunSpec("anychannel", "anychannel", dict(TINY_ANYCHANNEL))
     fit(model, spec, dataset, out, TrainConfig(epochs=epochs, batch_size=128, mix=mix), "task1", resume=resume,
         loss_fn=loss_fn, log=lambda _: None)
     return load_checkpoint(out / "last.pt")
@@ -82,10 +82,10 @@ def test_resume_with_other_settings_is_refused(tmp_path, small_dataset):
     with pytest.raises(CheckpointError, match="different settings"):
         _train(small_dataset, tmp_path / "a", epochs=2, resume=True)
     # Another network (--body, --backbone) or other starting weights (--init): refused by name.
-    wider = {**TINY_ADAPTIVE, "widths": (16, 16, 32)}
-    for kwargs, init in ((wider, None), (dict(TINY_ADAPTIVE), "resnet18.pth")):
-        model = create_model("adaptive", num_classes=small_dataset.num_classes, **kwargs)
-        spec = RunSpec("adaptive", "adaptive", kwargs, init=init)
+    wider = {**TINY_ANYCHANNEL, "widths": (16, 16, 32)}
+    for kwargs, init in ((wider, None), (dict(TINY_ANYCHANNEL), "resnet18.pth")):
+        model = create_model("anychannel", num_classes=small_dataset.num_classes, **kwargs)
+        spec = RunSpec("anychannel", "anychannel", kwargs, init=init)
         with pytest.raises(CheckpointError, match="model options .* starting from random weights"):
             fit(model, spec, small_dataset, tmp_path / "a", TrainConfig(epochs=1, batch_size=128), "task1",
                 resume=True, log=lambda _: None)
@@ -103,12 +103,12 @@ def test_checkpoint_errors(tmp_path, task1_run):
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="from 'task1', not 'task2'"):
-        load_checkpoint(task1_run / "adaptive" / "best.pt", "task2")
-    ckpt = load_checkpoint(task1_run / "adaptive" / "best.pt")
+        load_checkpoint(task1_run / "anychannel" / "best.pt", "task2")
+    ckpt = load_checkpoint(task1_run / "anychannel" / "best.pt")
     ckpt["model_kwargs"] = {}  # default widths: the weights no longer fit
     with pytest.raises(CheckpointError, match="does not match"):
         model_from_checkpoint(ckpt)
-    no_tmp = [p for p in (task1_run / "adaptive").iterdir() if p.name.endswith(".tmp")]
+    no_tmp = [p for p in (task1_run / "anychannel").iterdir() if p.name.endswith(".tmp")]
     assert not no_tmp
 
 
@@ -117,7 +117,7 @@ def test_precise_batch_norm_touches_only_each_configurations_own_statistics(smal
     from train.engine import recalibrate_config_norms
 
     torch.manual_seed(0)
-    model = create_model("adaptive", num_classes=small_dataset.num_classes, **TINY_ADAPTIVE)
+    model = create_model("anychannel", num_classes=small_dataset.num_classes, **TINY_ANYCHANNEL)
     shared = first_body_conv(model).weight.clone()
     bn_r = first_body_norm(model).select(ChannelConfig("R"))
     bn_rgb = first_body_norm(model).select(ChannelConfig("RGB"))
@@ -135,7 +135,7 @@ def test_train_request_checks_every_option_combination_before_data_work():
     from train.request import TrainRequest
 
     cases = [(TrainRequest("task1", distill=True), "share their images"),
-             (TrainRequest("task1", models="naive", width=0.7), "--width: options of our model; add adaptive"),
+             (TrainRequest("task1", models="naive", width=0.7), "--width: options of our model; add anychannel"),
              (TrainRequest("task2", width=0.7), "apply to task1's model"),
              (TrainRequest("task1", teacher="naive"), "--teacher applies to task2"),
              (TrainRequest("task1", models="nope"), "unknown model"),
@@ -146,8 +146,8 @@ def test_train_request_checks_every_option_combination_before_data_work():
             request.check(world=3 if request.batch_size == 14 else None)
     checked = TrainRequest("task2", models="shallow", teacher="none").check()
     assert checked.models == ["shallow"] and checked.teacher is None
-    checked = TrainRequest("task1", models="adaptive,naive", epochs=3).check()
-    assert checked.models == ["adaptive", "naive"] and checked.options.strategy == "joint"
+    checked = TrainRequest("task1", models="anychannel,naive", epochs=3).check()
+    assert checked.models == ["anychannel", "naive"] and checked.options.strategy == "joint"
     assert TrainRequest("task1").train_config().epochs == 6 and TrainRequest("task2").train_config().epochs == 12
 
 

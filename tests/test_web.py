@@ -174,7 +174,7 @@ def test_an_export_older_than_its_checkpoint_is_not_reused(export_dir, tmp_path)
     import os
 
     assert web.up_to_date_export("task1", "all", None, None, export_dir, False, root=tmp_path) == export_dir
-    ckpt = tmp_path / "task1" / "adaptive" / "best.pt"
+    ckpt = tmp_path / "task1" / "anychannel" / "best.pt"
     ckpt.parent.mkdir(parents=True)
     ckpt.write_bytes(b"")
     later = (export_dir / contract.MANIFEST_NAME).stat().st_mtime + 60

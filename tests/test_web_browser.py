@@ -34,17 +34,17 @@ def _small(dataset, train: int = 512):
 @pytest.fixture(scope="module")
 def task1_export(tmp_path_factory, synthetic_dataset) -> Path:
     """All seven graphs of a tiny task-1 model trained one epoch at 16 px."""
-    from conftest import TINY_ADAPTIVE
+    from conftest import TINY_ANYCHANNEL
     from export import export_task
     from train.engine import RunSpec, TrainConfig, fit
     from train.models import create_model
 
     out = tmp_path_factory.mktemp("web-task1")
     torch.manual_seed(0)
-    model = create_model("adaptive", num_classes=synthetic_dataset.num_classes, **TINY_ADAPTIVE)
-    fit(model, RunSpec("adaptive", "adaptive", dict(TINY_ADAPTIVE)), _small(synthetic_dataset), out / "adaptive",
+    model = create_model("anychannel", num_classes=synthetic_dataset.num_classes, **TINY_ANYCHANNEL)
+    fit(model, RunSpec("anychannel", "anychannel", dict(TINY_ANYCHANNEL)), _small(synthetic_dataset), out / "anychannel",
         TrainConfig(epochs=1, batch_size=126), "task1", log=lambda _: None)
-    return export_task("task1", "all", checkpoint=out / "adaptive" / "best.pt", out=out / "onnx").out_dir
+    return export_task("task1", "all", checkpoint=out / "anychannel" / "best.pt", out=out / "onnx").out_dir
 
 
 def _assert_all_ok(summary: dict, count: int) -> None:

@@ -48,7 +48,7 @@ def contract_graph(config: ChannelConfig, size: int, seed: int, precision: str =
         contract.META_IMAGE_SIZE: str(size),
         contract.META_RESIZE: RESIZE_MODE,
         contract.META_INTERPOLATION: INTERPOLATION,
-        contract.META_MODEL: "adaptive",
+        contract.META_MODEL: "anychannel",
         contract.META_PRECISION: precision,
     })
     onnx.checker.check_model(model)
@@ -79,7 +79,7 @@ def contract_export(folder: Path, configs: tuple[str, ...] = ("RGB", "RG", "B"),
             variant.write_bytes(contract_graph(config, size, seed=100 + i, precision="int8"))
             graphs[name]["int8"] = {k: v for k, v in _entry(variant, config, size, "int8").items()
                                     if k in ("file", "sha256", "size", "precision")} | {"accuracy": {}}
-    manifest = {"contract_version": contract.CONTRACT_VERSION, "task": task, "model": "adaptive",
+    manifest = {"contract_version": contract.CONTRACT_VERSION, "task": task, "model": "anychannel",
                 "model_version": "0.1.0", "class_names": list(CLASSES), "image_size": size,
                 "input_name": contract.INPUT_NAME, "output_name": contract.OUTPUT_NAME, "graphs": graphs}
     (folder / contract.MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from runtime.contract import RENAMED_MODELS, current_model_name, renamed_model_note
 from runtime.errors import AnyChannelError
 
 from .config import TrainConfig
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from .data import Dataset
 
 #: Bumped when a checkpoint's layout or a model's parameters change incompatibly.
-CHECKPOINT_FORMAT = 2  # 2: the adaptive model's body is a choice (plain by default)
+CHECKPOINT_FORMAT = 2  # 2: the anychannel model's body is a choice (plain by default)
 
 
 class CheckpointError(AnyChannelError, ValueError):
@@ -39,7 +40,11 @@ def save_atomic(obj: Any, path: "str | os.PathLike[str]") -> None:
 
 
 def load_checkpoint(path: "str | os.PathLike[str]", task: str | None = None) -> dict[str, Any]:
-    """Load a checkpoint safely and check that it is ours, of this format, and for ``task``."""
+    """Load a checkpoint safely and check that it is ours, of this format, and for ``task``.
+
+    A model saved under an earlier name (``runtime.contract.RENAMED_MODELS``) reads as its current
+    one, so what is built, exported and resumed from it is named as today.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -56,7 +61,21 @@ def load_checkpoint(path: "str | os.PathLike[str]", task: str | None = None) -> 
         )
     if task is not None and ckpt.get("task") != task:
         raise CheckpointError(f"checkpoint {path} is from {ckpt.get('task')!r}, not {task!r}")
+    if "model" in ckpt:
+        ckpt["model"] = current_model_name(ckpt["model"])
     return ckpt
+
+
+def check_renamed_run(path: Path, remedy: str = "") -> None:
+    """Refuse a run folder's checkpoint ``path`` that is missing because its model was renamed: the
+    folder of the old name beside it holds the file. ``remedy``: the other way out, for the message."""
+    if path.exists():
+        return
+    for old, new in RENAMED_MODELS.items():
+        old_run = path.parent.with_name(old)
+        if path.parent.name == new and (old_run / path.name).exists():
+            raise CheckpointError(f"found {old_run / path.name} but no {path}: {renamed_model_note(old)}; "
+                                  f"move {old_run} to {path.parent}" + (f" {remedy}" if remedy else ""))
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:

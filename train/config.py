@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: ``--backbone``'s name for our own small network (``adaptive``, train/models/anychannel.py) rather
-#: than a torchvision one. Here, not in train/models/backbone.py, so that a request (the CLI's
+#: ``--backbone``'s name for the anychannel model's own small backbone (train/models/anychannel.py)
+#: rather than a torchvision one. Here, not in train/models/backbone.py, so that a request (the CLI's
 #: defaults) can name it without importing torch.
 COMPACT = "compact"
 

@@ -1,4 +1,4 @@
-"""Task 1: our single model against the naive per-configuration CNN and the course design."""
+"""Task 1: our model, anychannel, against the naive per-configuration CNN and the course design."""
 from __future__ import annotations
 
 import time
@@ -10,7 +10,7 @@ import torch
 
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from .checkpoint import check_renamed_run, load_checkpoint, model_from_checkpoint
 from .data import Dataset, SplitTensors
 from .distributed import DistContext
 from .engine import RunSpec, TrainConfig, evaluate, fit, resolve_device
@@ -20,11 +20,12 @@ from .models.blocks import check_width
 from .report import count_flops, count_parameters, write_reports
 
 TASK = "task1"
-MODELS: tuple[str, ...] = ("adaptive", "naive", "course")
-#: The model export uses by default.
-PRIMARY_MODEL = "adaptive"
-#: Model families our run (``adaptive/``) may hold: our compact network or a torchvision backbone.
-PRIMARY_FAMILIES: tuple[str, ...] = ("adaptive", "backbone")
+MODELS: tuple[str, ...] = ("anychannel", "naive", "course")
+#: Our model, the one export uses by default.
+PRIMARY_MODEL = "anychannel"
+#: Model families our model's run (``anychannel/``) may hold: its backbone is our compact
+#: network (``anychannel``) or a torchvision CNN (``backbone``).
+PRIMARY_FAMILIES: tuple[str, ...] = ("anychannel", "backbone")
 
 
 @dataclass
@@ -83,11 +84,12 @@ class Task1Options:
             return "sandwich", {"configs_per_step": self.configs_per_step}
         return "joint", {"allocation": self.allocation}
 
-    def adaptive_spec(self) -> RunSpec:
+    def anychannel_spec(self) -> RunSpec:
+        """Our model's run: the anychannel model on its compact backbone or a torchvision one."""
         strategy, options = self.strategy_spec()
-        model, kwargs = (("adaptive", {"body": self.body, **width_kwargs(self.width)}) if self.backbone == COMPACT
+        model, kwargs = ((PRIMARY_MODEL, {"body": self.body, **width_kwargs(self.width)}) if self.backbone == COMPACT
                          else ("backbone", {"backbone": self.backbone}))
-        return RunSpec("adaptive", model, kwargs, self.configs, strategy, options, init=self.init)
+        return RunSpec(PRIMARY_MODEL, model, kwargs, self.configs, strategy, options, init=self.init)
 
 
 def width_kwargs(width: float) -> dict[str, float]:
@@ -99,15 +101,15 @@ def run_specs(model: str, options: Task1Options | None = None) -> list[RunSpec]:
     """The naive baseline is one run per configuration; the others are one run for all seven.
 
     The naive CNNs take ``options.naive_width``, not ``options.width``: by default they stay the
-    reference that ours is compared with. The course design keeps its published training (one
+    reference that anychannel is compared with. The course design keeps its published training (one
     sampled configuration per batch).
     """
     options = options or Task1Options()
     if model == "naive":
         return [RunSpec(f"naive-{c}", "naive", {"channels": c.name, **width_kwargs(options.naive_width)}, (c,))
                 for c in ALL_CONFIGS]
-    if model == "adaptive":
-        return [options.adaptive_spec()]
+    if model == PRIMARY_MODEL:
+        return [options.anychannel_spec()]
     return [RunSpec(model, model, strategy="sampled")]
 
 
@@ -152,6 +154,9 @@ def run_task(task: str, dataset: Dataset, models: list[str], out: Path, cfg: Tra
 
     ``ctx``: this process's rank in a data-parallel job; rank 0 alone logs and writes reports.
     """
+    if resume:  # a run kept under its model's old name must not start afresh under the new one
+        for spec in (spec for model_name in models for spec in specs_for(model_name)):
+            check_renamed_run(out / spec.run_name / "last.pt", "to resume it, or use a fresh --out")
     ctx = ctx or DistContext(device=resolve_device(cfg.device))
     device = ctx.device
     if not ctx.is_main:

@@ -1,4 +1,6 @@
-"""Our design: one small network for all seven channel configurations.
+"""``anychannel``, our model, with its compact backbone: one network for all seven channel configurations.
+
+(With a torchvision backbone instead, the same model is :class:`train.models.backbone.BackboneNet`.)
 
 A channel-adaptive dynamic stem (see :class:`ChannelAdaptiveStem`) feeds a shared body
 whose batch norms are kept per configuration (:class:`ConfigBatchNorm2d`). Dynamic
@@ -88,7 +90,7 @@ def scaled_shape(stem_width: int, widths: tuple[int, ...] | None, body: str, wid
     return stem_width, widths
 
 
-@register_model("adaptive")
+@register_model("anychannel")
 class AnyChannelNet(nn.Module):
     """Dynamic channel-adaptive stem + residual body; ``resolve(config)`` gives a static graph."""
 

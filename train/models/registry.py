@@ -5,6 +5,8 @@ from typing import Callable
 
 import torch.nn as nn
 
+from runtime.contract import current_model_name
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -21,7 +23,12 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model; unknown names list the known ones."""
+    """Build a registered model; unknown names list the known ones.
+
+    A model's earlier name (``runtime.contract.RENAMED_MODELS``: ``adaptive``) builds it under its
+    current one, so checkpoints written before a rename still load.
+    """
+    name = current_model_name(name)
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](**kwargs)
