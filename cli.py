@@ -87,7 +87,7 @@ def train(
     batch_size: int = typer.Option(TrainRequest.batch_size, min=2, help="Views (image x configuration) per step; "
                                                                         "batch norm needs 2."),
     lr: float = typer.Option(TrainRequest.lr, help="Peak learning rate of the one-cycle schedule."),
-    models: Optional[str] = typer.Option(TrainRequest.models, help="Comma list; task1: adaptive,naive,course; "
+    models: Optional[str] = typer.Option(TrainRequest.models, help="Comma list; task1: anychannel,naive,course; "
                                                                    "task2: naive,resnet34,shallow."),
     out: Optional[Path] = typer.Option(TrainRequest.out, help="Output folder (default artifacts/<task>/)."),
     device: Device = typer.Option(Device(TrainRequest.device), help="auto picks CUDA when torch sees one."),
@@ -119,8 +119,8 @@ def train(
     width: float = typer.Option(TrainRequest.width, help="task1: multiply the width of every layer of our compact "
                                 "network (FLOPs grow about as its square: 0.7 trains in under half the naive set's "
                                 "compute); the naive CNNs keep theirs."),
-    backbone: str = typer.Option(TrainRequest.backbone, help="task1, our model's network: 'compact' (our own small "
-                                 "one) or a torchvision classification CNN, e.g. resnet18, resnet50, "
+    backbone: str = typer.Option(TrainRequest.backbone, help="task1, the anychannel model's backbone: 'compact' "
+                                 "(ours) or a torchvision classification CNN, e.g. resnet18, resnet50, "
                                  "mobilenet_v3_small, efficientnet_b0, convnext_tiny. See docs/backbones.md."),
     init: Optional[Path] = typer.Option(TrainRequest.init, help="With a torchvision --backbone: start from this "
                                         "torchvision state dict file (what torchvision's weights API downloads)."),
@@ -179,7 +179,7 @@ def export_graphs(
     channels: str = typer.Option(ExportRequest.channels, help="'all' (every configuration the model supports), one "
                                                               "configuration such as R, or a comma list such as "
                                                               "RGB,R."),
-    model: Optional[str] = typer.Option(ExportRequest.model, help="Model to export (default: adaptive for task1, "
+    model: Optional[str] = typer.Option(ExportRequest.model, help="Model to export (default: anychannel for task1, "
                                                                   "shallow for task2)."),
     checkpoint: Optional[Path] = typer.Option(ExportRequest.checkpoint, help="Checkpoint (default "
                                                                              "artifacts/<task>/<model>/best.pt)."),

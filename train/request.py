@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from runtime.contract import renamed_model_note
 from runtime.errors import AnyChannelError
 
 # Nothing that imports torch at module level: the CLI reads TrainRequest's defaults when it starts.
@@ -30,6 +31,8 @@ def split_models(text: str | None, known: tuple[str, ...]) -> list[str]:
     """``--models``, checked: a non-empty comma list of ``known`` names; all of them when not given."""
     models = list(known) if text is None else [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in models if m not in known]
+    if renamed := [note for m in unknown if (note := renamed_model_note(m))]:
+        raise ValueError(f"--models: {'; '.join(renamed)}; choose from {', '.join(known)}")
     if unknown or not models:
         raise ValueError(f"--models: {'unknown model(s) ' + ', '.join(unknown) if unknown else 'no model given'}; "
                          f"choose from {', '.join(known)}")
@@ -107,18 +110,18 @@ class TrainRequest:
 
     def _task1(self, ctx: "DistContext", world: int) -> tuple[list[str], "Task1Options"]:
         from .engine import check_input_size
-        from .task1 import MODELS, run_specs
+        from .task1 import MODELS, PRIMARY_MODEL, run_specs
 
         models = split_models(self.models, MODELS)
         ours = {"--backbone": self.backbone != COMPACT, "--body": self.body is not None, "--width": self.width != 1.0,
                 "--strategy": self.strategy != "joint", "--configs-per-step": self.configs_per_step != 7,
                 "--share-images": self.share_images, "--distill": self.distill,
                 "--allocation": self.allocation != "uniform"}
-        if "adaptive" not in models and any(ours.values()):
-            raise ValueError(f"{', '.join(k for k, v in ours.items() if v)}: options of our model; add adaptive to "
-                             "--models")
+        if PRIMARY_MODEL not in models and any(ours.values()):
+            raise ValueError(f"{', '.join(k for k, v in ours.items() if v)}: options of our model; add {PRIMARY_MODEL} "
+                             "to --models")
         # Only our model's groups must reach every process; the others train whole batches.
-        options = self._task1_options(ctx, world if "adaptive" in models else 1)
+        options = self._task1_options(ctx, world if PRIMARY_MODEL in models else 1)
         if self.image_size is not None:
             check_input_size([spec for m in models for spec in run_specs(m, options)], self.image_size)
         return models, options
@@ -143,7 +146,7 @@ class TrainRequest:
             raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
         options = Task1Options(self.strategy, self.configs_per_step, self.share_images, self.distill, body,
                                backbone=self.backbone, width=self.width, allocation=self.allocation)
-        smallest = min(options.adaptive_spec().build_strategy().group_sizes(self.batch_size))  # before any download
+        smallest = min(options.anychannel_spec().build_strategy().group_sizes(self.batch_size))  # before any download
         if smallest < world:  # a process with no image of a group would train on a NaN loss
             raise ValueError(f"--batch-size {self.batch_size} gives one of our model's configurations {smallest} "
                              f"images per step, fewer than the {world} processes; raise --batch-size")
