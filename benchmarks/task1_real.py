@@ -684,10 +684,11 @@ def settings_section(budgets: list[Budget], machines: Machines) -> list[str]:
     in_series = {id(b) for g in epoch_series(budgets).values() for b in g if b.args.epochs != MAIN_BUDGET[0]}
     chosen = [b for b in budgets if compared(b) and id(b) not in in_series]
     lines = [
-        f"## Task 1: the lead under other settings ({MAIN_BUDGET[0]} epochs)",
+        "## Task 1: the lead under other settings",
         "",
         f"Command: `python benchmarks/task1_real.py --epochs {MAIN_BUDGET[0]} --image-size {MAIN_BUDGET[1]} "
-        "--seeds SEEDS --rows naive,anychannel --workers 2`, with the row's options added (its kept rows: "
+        "--seeds SEEDS --rows naive,anychannel --workers 2`, with the row's options added (they replace "
+        f"`--epochs {MAIN_BUDGET[0]}` where they give one; its kept rows: "
         "`benchmarks/results/task1-real/<budget>/`).  ",
         "Each row: anychannel and the seven naive CNNs trained at that setting, all else as in the headline; means "
         "over the seven configurations and the seeds given, both sides on the same seeds. N training images per "
