@@ -349,8 +349,9 @@ class SandwichDraw:
 
 
 def choose_configs(configs: tuple[ChannelConfig, ...], per_step: int | None) -> ConfigChoice:
-    """Every configuration each step (``per_step`` None), else ``per_step`` of them by the sandwich rule."""
-    return EveryConfig(configs) if per_step is None else SandwichDraw(configs, per_step)
+    """Every configuration each step (``per_step`` None or their number), else ``per_step`` of them by
+    the sandwich rule."""
+    return EveryConfig(configs) if per_step in (None, len(configs)) else SandwichDraw(configs, per_step)
 
 
 class GroupImages(Protocol):
