@@ -301,6 +301,7 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     (["--mix", "cutmix", "--share-images", "--distill"], "--mix cutmix with --distill"),
     (["--nproc", "2", "--mix", "mixup", "--mix-alpha", "-1"], "--mix-alpha must be positive"),
     (["--mix-alpha", "0.2"], "--mix-alpha 0.2 needs --mix mixup or cutmix"),
+    (["--compile", "fast"], "unknown --compile mode 'fast'; choose from none, default, reduce-overhead"),
 ])
 def test_train_refuses_bad_strategy_options_before_loading_data(args, message, tmp_path):
     from typer.testing import CliRunner
@@ -365,14 +366,16 @@ def test_every_strategy_is_built_by_name_from_the_same_arguments():
 class _ProbeModel(torch.nn.Module):
     """Logits from each channel's mean, for any configuration: numbers that only the strategy decides
     (not the network, whose speed work may reorder float sums). Its grouped pass doubles them, so a
-    trace tells which pass the strategy asked for."""
+    trace tells which pass the strategy asked for. In float64: a CPU's vector width changes the order
+    of a sum, so float32 losses differ in their last bits between an AMD EPYC and an Intel Xeon; float64
+    ones, rounded to float32 for the digest, do not."""
 
     def __init__(self, classes: int) -> None:
         super().__init__()
-        self.weight = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 3 * classes).view(3, classes))
+        self.weight = torch.nn.Parameter(torch.linspace(-1.0, 1.0, 3 * classes, dtype=torch.float64).view(3, classes))
 
     def forward(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
-        return x.mean((2, 3)) @ self.weight[list(config.indices)]
+        return x.double().mean((2, 3)) @ self.weight[list(config.indices)]
 
     def forward_groups(self, xs: list[torch.Tensor], configs: list[ChannelConfig]) -> list[torch.Tensor]:
         return [2 * self(x, c) for x, c in zip(xs, configs)]
@@ -393,7 +396,8 @@ def _trace(strategy: strategies.TrainingStrategy, split: SplitTensors) -> str:
             for g in groups:
                 digest.update(f"{g.config.name} {float(g.weight).hex()} {g.global_count}".encode())
                 digest.update(g.labels.numpy().tobytes() + g.inputs.numpy().tobytes())
-            digest.update(float(strategy.loss(model, groups, 0.1).loss.detach()).hex().encode())
+            loss = strategy.loss(model, groups, 0.1).loss.detach()
+            digest.update(loss.float().numpy().tobytes())
         digest.update(generator.get_state().numpy().tobytes())
     return digest.hexdigest()
 
@@ -405,26 +409,27 @@ _EARLIER_JOINT = {"strategy": "joint", "configs_per_step": 7, "share_images": Fa
 #: Each flag combination the repo trained when one joint strategy took them all (the rows of
 #: benchmarks/task1_real.py; its step-time probe's per-group pass): Task1Options fields, extra
 #: strategy options, the named strategy they now build, and the :func:`_trace` of the old strategy,
-#: recorded from it (main at b501aae). Its checkpoints held ``_EARLIER_JOINT`` with these options.
+#: recorded from it (main at b501aae; re-recorded there on an AMD EPYC with the float64 probe, as the
+#: float32 digests taken on an Intel Xeon failed on it). Its checkpoints held ``_EARLIER_JOINT`` with these options.
 EARLIER_RECIPES: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
     "joint": ({}, {}, "joint",
-        "91151cddcfe272c2164bd3b2dd75f3c8b2d6cec5ff45c8c24e146f2723727f84"),
+        "e1226eff328e416c207866541aee3514050c49810305b00929cb23a1686c89a3"),
     "joint-per-group": ({}, {"grouped": False}, "joint",
-        "78d884b4b549ddbab9d25537a11b63a3e19932d0f0df30d05edc3fc7a3cbb95b"),
+        "58e69b5aa4f1f05369cc40a9150acb4166392338623a7785d7e7c4137aca1aa7"),
     "joint-shared": ({"share_images": True}, {}, "shared",
-        "afbe550766edcdc60e07998a66faafd7230f526e399783d93020ff8e5fa30b5c"),
+        "cebd3c6c19fe62f8feb1e852e3fea94de31b2da9755aaf21cf68dec4e5b7f657"),
     "joint-distill": ({"share_images": True, "distill": True}, {}, "distill",
-        "ba8bc25af5362ecd7cce841fbc2b6d2308917446ac0618e1aa56fa301c1ccc85"),
+        "81712237e10a895e4aa34b50e09810f153089350255e7c86cdc1975c519a9d7f"),
     "sandwich-own": ({"configs_per_step": 3}, {}, "sandwich",
-        "efcaae48853cad8c551a8b21cd52759c89b069868f488c8649f4003ffd7f08f8"),
+        "e6aa793831cd9de946ae068a4fa52aa3bd1902d499f068f0eb7b04a9cc1f7752"),
     "sandwich-shared": ({"configs_per_step": 3, "share_images": True}, {}, "shared",
-        "9fb5e054d8afa4ececafe01cbc5248c8325469ac40196833d53dd6346748768f"),
+        "57184d814930eb76659cfaeacd8b4a48206ec5339c5b3ff0165f0ef3c1e43247"),
     "sandwich": ({"configs_per_step": 3, "share_images": True, "distill": True}, {}, "distill",
-        "4bb87e079fc1e7675d1621bea729d99ab9f9fb69cc907eab3312a5c7ea4e3778"),
+        "28f3e224eae92988f8313a48daf1a0222a1d0d37158e9db05a3637363b494b3b"),
     "inverse-channels": ({"allocation": "inverse-channels"}, {}, "joint",
-        "0aa0a760b314adaa329f1e8aa1cfbc24d09ad6761def6a3c22edff0919eb8c9a"),
+        "8844280e81782d8393e8aae49b43ffcb6ee43056dfea0986136c692c3c902891"),
     "inverse-sqrt-channels": ({"allocation": "inverse-sqrt-channels"}, {}, "joint",
-        "ddd28fbeeeb143369ee6330805e521310f379ccf3073f311158ce0feb7cc0bfc"),
+        "e1aaabbfb585653ee0dee2c3e4cd6f3daf673c5d209239c5d7e2958a9a37a4c6"),
 }
 
 
