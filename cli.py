@@ -140,6 +140,9 @@ def train(
                             "CutMix), or 'none'. See docs/training.md."),
     mix_alpha: float = typer.Option(TrainRequest.mix_alpha, help="With --mix: the Beta(alpha, alpha) distribution "
                                                                  "of mixing ratios."),
+    compile: str = typer.Option(TrainRequest.compile, "--compile", help="torch.compile the training step: "
+                                "'none' (eager), 'default', 'reduce-overhead' (adds CUDA graphs) or "
+                                "'max-autotune'. Slower on the CPU; see docs/training-at-scale.md."),
     teacher: Optional[str] = typer.Option(TrainRequest.teacher, help="task2: the shallow net's distillation "
                                           "teacher: naive (task 1's CNN on RGB, the default), resnet34, or none "
                                           "(labels only). It trains first when it is in --models."),

@@ -9,10 +9,12 @@
 # 3. `cli.py train task1 --device cuda` (embedded data, anychannel, 10 epochs), killed once its first
 #    checkpoint is written, then --resume; and --nproc 2 on a one-GPU machine, which must stop with a
 #    named error.
-# 4. benchmarks/train_scale.py gpu at 224 px.
+# 4. benchmarks/train_scale.py gpu at 64 px, batch 126, with --compile default and reduce-overhead
+#    (CUDA graphs): the launch-bound step, compiled.
+# 5. benchmarks/train_scale.py gpu at 224 px.
 # Each step runs even if an earlier one failed; the exit status is the number of failed steps.
-# Writes OUT_DIR/{machine.txt,pytest.txt,scale-64.json,scale-224.json,task1-results.json,task1-resume.log,
-# nproc2.txt}.
+# Writes OUT_DIR/{machine.txt,pytest.txt,scale-64.json,scale-64-compiled.json,scale-224.json,
+# task1-results.json,task1-resume.log,nproc2.txt}.
 # PYTHON overrides the interpreter.
 set -uo pipefail
 out=${1:-artifacts/gpu-train}
@@ -54,6 +56,9 @@ rc=$?
 if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || ! grep -m1 "but only 1 CUDA device" "$out/nproc2.txt"; then
     echo "!! --nproc 2 on one GPU: exit $rc without the named error"; failed=$((failed + 1))
 fi
+step "throughput at 64 px, compiled" "$python" benchmarks/train_scale.py gpu --sizes 64 --gpu-batches 126 \
+    --steps 30 --warmup 10 --compile default,reduce-overhead --cache-dir "$work/cache" \
+    --json-out "$out/scale-64-compiled.json"
 step "throughput at 224 px" "$python" benchmarks/train_scale.py gpu --sizes 224 --gpu-batches 126,504 --steps 30 \
     --cache-dir "$work/cache" --json-out "$out/scale-224.json"
 echo "== failed steps: $failed"

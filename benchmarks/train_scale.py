@@ -2,6 +2,7 @@
 
     python benchmarks/train_scale.py throughput --nproc 1,2 --image-size 32 --steps 40
     python benchmarks/train_scale.py gpu --sizes 64,224 --gpu-batches 126,504 --steps 40   # on a CUDA machine
+    python benchmarks/train_scale.py throughput --nproc 1 --compile none,default --steps 20
     python benchmarks/train_scale.py memory --counts 5000,20000 --image-size 128 --steps 20
 
 throughput: the task-1 model's joint training step (global batch ``--batch-size``), run by
@@ -11,6 +12,8 @@ against the step with data, the data pipeline's share.
 gpu: the same on CUDA at each ``--sizes`` and ``--gpu-batches``: float32 and bf16 autocast with
 the split resident on the GPU, and bf16 with the split streamed (read per batch from the
 memory-mapped cache into pinned memory, as a split over 2 GiB is), with peak GPU memory.
+``--compile``: each mode of ``TrainConfig.compile`` gets its own rows (the warm-up steps compile,
+so they are not timed); with ``gpu``, compiled modes run bf16 with the split on the GPU only.
 memory: writes a folder of ``--counts`` JPEG images (ImageFolder), decodes it into a fresh
 memory-mapped cache, trains ``--steps`` steps over the whole set, and reports the training
 process's peak resident memory (decoding workers are separate processes, reported apart).
@@ -37,7 +40,7 @@ def _child_throughput(args: argparse.Namespace) -> None:
 
     from train import distributed
     from train.data import SplitTensors, load_dataset, loader
-    from train.engine import RunSpec, StepModule, _wrap_for_ranks, to_channels_last
+    from train.engine import RunSpec, _wrap_for_ranks, compile_step, to_channels_last
     from train.models import create_model
 
     ctx = distributed.setup(args.device)
@@ -52,7 +55,7 @@ def _child_throughput(args: argparse.Namespace) -> None:
         to_channels_last(model)
         if ctx.distributed:
             distributed.convert_batchnorms(model)
-        step = _wrap_for_ranks(model, spec, strategy, ctx)
+        step = compile_step(_wrap_for_ranks(model, spec, strategy, ctx), args.compile)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         if args.streamed:
             loader.GPU_RESIDENT_BYTES = 0  # read per batch, as a split larger than the GPU's share would be
@@ -95,7 +98,7 @@ def _child_throughput(args: argparse.Namespace) -> None:
                    "amp": bool(args.amp and ctx.device.type == "cuda"), "global_batch": args.batch_size,
                    "images_per_second": views_all / with_data, "step_with_data_s": with_data / args.steps,
                    "model_step_s": model_only / args.steps, "data_ratio": with_data / model_only,
-                   "data": _data_path(split, ctx.device)}
+                   "data": _data_path(split, ctx.device), "compile": args.compile}
             if ctx.device.type == "cuda":
                 row["gpu"] = torch.cuda.get_device_name(ctx.device)
                 row["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(ctx.device) / 1e9
@@ -111,14 +114,15 @@ def _data_path(split, device) -> str:
 
 
 def _throughput_row(nproc: int, args: argparse.Namespace, image_size: int, device: str, amp: bool,
-                    batch_size: int | None = None, streamed: bool = False) -> dict:
+                    batch_size: int | None = None, streamed: bool = False, compile_mode: str = "none") -> dict:
     from train.distributed import torchrun_command
 
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "row.json"
         child = [str(Path(__file__).resolve()), "_throughput", "--image-size", str(image_size), "--device", device,
                  "--batch-size", str(batch_size or args.batch_size), "--steps", str(args.steps),
-                 "--warmup", str(args.warmup), "--cache-dir", str(args.cache_dir), "--result", str(result)]
+                 "--warmup", str(args.warmup), "--cache-dir", str(args.cache_dir), "--result", str(result),
+                 "--compile", compile_mode]
         child += ([] if amp else ["--no-amp"]) + (["--streamed"] if streamed else [])
         cmd = torchrun_command(nproc, child) if nproc > 1 else [sys.executable, *child]
         subprocess.run(cmd, check=True)
@@ -126,13 +130,13 @@ def _throughput_row(nproc: int, args: argparse.Namespace, image_size: int, devic
 
 
 def _print_rows(rows: list[dict]) -> None:
-    print("| processes | device | px | bf16 | global batch | data | images/s | step with data (ms) | "
+    print("| processes | device | px | bf16 | compile | global batch | data | images/s | step with data (ms) | "
           "model step (ms) | ratio | peak GPU memory (GB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         memory = f"{r['peak_gpu_memory_gb']:.1f}" if "peak_gpu_memory_gb" in r else "-"
         print(f"| {r['processes']} | {r['device']} | {r['image_size']} | {'yes' if r['amp'] else 'no'} | "
-              f"{r['global_batch']} | {r['data']} | {r['images_per_second']:.0f} | {1e3 * r['step_with_data_s']:.1f} | "
+              f"{r.get('compile', 'none')} | {r['global_batch']} | {r['data']} | {r['images_per_second']:.0f} | {1e3 * r['step_with_data_s']:.1f} | "
               f"{1e3 * r['model_step_s']:.1f} | {r['data_ratio']:.2f} | {memory} |")
     print(json.dumps(rows))
 
@@ -227,7 +231,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--data", type=Path)
     parser.add_argument("--result", type=Path)
+    parser.add_argument("--compile", default="none", help="comma list of --compile modes (train/config.py "
+                                                          "COMPILE_MODES); each gets its own rows")
     args = parser.parse_args(argv)
+    from train.config import check_compile_mode
     if args.mode == "_throughput":
         return _child_throughput(args)
     if args.mode == "_memory":
@@ -236,12 +243,18 @@ def main(argv: list[str] | None = None) -> None:
         return _memory(args)
     with tempfile.TemporaryDirectory() as cache:
         args.cache_dir = args.cache_dir or Path(cache)
+        modes = args.compile.split(",")
+        for mode in modes:
+            check_compile_mode(mode)
         if args.mode == "throughput":
-            rows = [_throughput_row(int(n), args, args.image_size, args.device, args.amp) for n in args.nproc.split(",")]
+            rows = [_throughput_row(int(n), args, args.image_size, args.device, args.amp, compile_mode=mode)
+                    for mode in modes for n in args.nproc.split(",")]
         else:
-            rows = [_throughput_row(1, args, int(size), "cuda", amp, int(batch), streamed)
+            variants = [(False, False, "none"), (True, False, "none"), (True, True, "none")]
+            variants = [v for v in variants if "none" in modes] + [(True, False, m) for m in modes if m != "none"]
+            rows = [_throughput_row(1, args, int(size), "cuda", amp, int(batch), streamed, mode)
                     for size in args.sizes.split(",") for batch in args.gpu_batches.split(",")
-                    for amp, streamed in ((False, False), (True, False), (True, True))]
+                    for amp, streamed, mode in variants]
         _print_rows(rows)
         if args.json_out:
             args.json_out.write_text(json.dumps(rows, indent=1))

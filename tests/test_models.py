@@ -228,7 +228,8 @@ def test_joint_steps_run_the_body_once_unless_asked_per_group(monkeypatch):
     groups = next(JointStrategy().steps(split, 70, torch.Generator().manual_seed(0)))
     model = create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL).train()
     calls = []
-    monkeypatch.setattr(model.body, "forward", lambda x: calls.append(len(x)) or torch.zeros(len(x), 10))
+    # The body after its opening pool: what the grouped pass shares (the pool is per image).
+    monkeypatch.setattr(model.body, "after_pool", lambda x: calls.append(len(x)) or torch.zeros(len(x), 10))
     JointStrategy().loss(model, groups, 0.1)
     assert calls == [70]
     calls.clear()

@@ -197,3 +197,49 @@ def test_reports_text_is_the_results_table_and_where_the_reports_are(tmp_path):
     (tmp_path / "results.md").write_text("| model | top-1 |\n")
     assert reports_text(tmp_path) == (f"\n| model | top-1 |\n\nreports: {tmp_path / 'results.json'}, "
                                       f"{tmp_path / 'results.md'}, {tmp_path}/curves-*.png")
+
+
+def _train_naive(dataset, out, epochs, compile_mode="none", resume=False, loss_fn=None):
+    from runtime.channels import ChannelConfig
+
+    torch.manual_seed(0)
+    kwargs = {"channels": "R", "width": 0.25}
+    model = create_model("naive", num_classes=dataset.num_classes, **kwargs)
+    spec = RunSpec("naive-R", "naive", kwargs, (ChannelConfig.parse("R"),))
+    # 256 images in 2 full steps: one step shape, so one compilation.
+    fit(model, spec, dataset, out, TrainConfig(epochs=epochs, batch_size=128, compile=compile_mode), "task1",
+        resume=resume, loss_fn=loss_fn, log=lambda _: None)
+    return load_checkpoint(out / "last.pt")
+
+
+def test_a_compiled_step_trains_as_the_eager_one_and_resumes_across_modes(tmp_path, small_dataset):
+    """``--compile`` changes how a step runs, not what it trains: an eager epoch resumed under
+    ``torch.compile`` ends where two eager epochs do, up to the fused kernels' float rounding."""
+    import torch._dynamo
+    import torch._inductor.config
+
+    from conftest import relative_difference
+
+    torch._dynamo.reset()
+    straight = _train_naive(small_dataset, tmp_path / "eager", epochs=2)
+    calls = {"n": 0}
+
+    def interrupt_in_epoch_two(logits, y, x, config):
+        calls["n"] += 1
+        if calls["n"] == 3:  # two steps per epoch
+            raise KeyboardInterrupt
+        return torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+
+    with pytest.raises(KeyboardInterrupt):
+        _train_naive(small_dataset, tmp_path / "mixed", epochs=2, loss_fn=interrupt_in_epoch_two)
+    torch._dynamo.utils.counters.clear()
+    # Dropout's masks from eager's generator, not inductor's own: the same training, comparable.
+    with torch._inductor.config.patch(fallback_random=True):
+        resumed = _train_naive(small_dataset, tmp_path / "mixed", epochs=2, compile_mode="default", resume=True)
+    torch._dynamo.reset()  # later tests export with torch.export: no compiled frames left behind
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
+    assert resumed["epoch"] == 2 and resumed["train_config"]["compile"] == "default"
+    assert relative_difference(straight, resumed) < 1e-4
+    # A different recipe still may not resume: only the execution options are exempt.
+    with pytest.raises(ValueError, match="unknown --compile mode 'fast'; choose from none, default"):
+        TrainConfig(compile="fast")

@@ -11,7 +11,7 @@ import torch
 from runtime.contract import RENAMED_MODELS, current_model_name, renamed_model_note
 from runtime.errors import AnyChannelError
 
-from .config import TrainConfig
+from .config import EXECUTION_ONLY, TrainConfig
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -104,6 +104,11 @@ def saved_recipe(saved: dict[str, Any]) -> dict[str, Any]:
     return {**asdict(TrainConfig()), **saved}
 
 
+def training_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """``recipe`` without the fields that only change how steps run (``--compile``): what resume compares."""
+    return {k: v for k, v in recipe.items() if k not in EXECUTION_ONLY}
+
+
 #: What identifies the data a checkpoint was trained on: its decoded content and image size
 #: (not the folder's name, so moved or renamed data still resumes).
 _DATA_KEYS = ("image_size", "data_fingerprint")
@@ -126,7 +131,8 @@ def check_resumable(state: dict[str, Any], path: Path, cfg: TrainConfig, meta: d
     """Refuse to resume ``state`` (``path``'s) into a run of recipe ``cfg`` described by ``meta``
     (``engine.checkpoint_meta`` plus ``strategy``): another recipe, strategy, network, starting
     weights or data would continue a different training under this run's name."""
-    if (saved_recipe(state["train_config"]) != asdict(cfg) or state["model"] != meta["model"]
+    if (training_recipe(saved_recipe(state["train_config"])) != training_recipe(asdict(cfg))
+            or state["model"] != meta["model"]
             or state.get("strategy") != meta["strategy"]):
         raise CheckpointError(
             f"{path} was written with different settings ({state['train_config']}, "

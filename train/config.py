@@ -8,6 +8,13 @@ from dataclasses import dataclass
 #: defaults) can name it without importing torch.
 COMPACT = "compact"
 
+#: ``--compile``'s choices: ``none`` runs eagerly; the others are ``torch.compile`` modes for the
+#: training step (``reduce-overhead`` adds CUDA graphs on a GPU, where a small network's step is
+#: launch-bound). None changes what is trained, only how it runs: measured in docs/training-at-scale.md.
+COMPILE_MODES: tuple[str, ...] = ("none", "default", "reduce-overhead", "max-autotune")
+#: Recipe fields that change how a step runs, not what it computes: a run may resume with another value.
+EXECUTION_ONLY: tuple[str, ...] = ("compile",)
+
 
 @dataclass
 class TrainConfig:
@@ -27,3 +34,14 @@ class TrainConfig:
     #: Batch mixing for every model (``train.data.mixing``): none, mixup or cutmix, ratios from Beta(alpha, alpha).
     mix: str = "none"
     mix_alpha: float = 1.0
+    #: ``torch.compile`` mode for the training step, or ``none`` (one of :data:`COMPILE_MODES`).
+    compile: str = "none"
+
+    def __post_init__(self) -> None:
+        check_compile_mode(self.compile)
+
+
+def check_compile_mode(mode: str) -> None:
+    """Refuse a ``--compile`` mode that is not one of :data:`COMPILE_MODES`, naming the choices."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown --compile mode {mode!r}; choose from {', '.join(COMPILE_MODES)}")

@@ -16,7 +16,7 @@ from runtime.contract import renamed_model_note
 from runtime.errors import AnyChannelError
 
 # Nothing that imports torch at module level: the CLI reads TrainRequest's defaults when it starts.
-from .config import COMPACT, TrainConfig
+from .config import COMPACT, TrainConfig, check_compile_mode
 
 if TYPE_CHECKING:
     from .distributed import DistContext
@@ -68,6 +68,7 @@ class TrainRequest:
     amp: bool = True
     mix: str = "none"
     mix_alpha: float = 1.0
+    compile: str = "none"
     teacher: str | None = None
 
     @property
@@ -77,7 +78,7 @@ class TrainRequest:
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=DEFAULT_EPOCHS[self.task] if self.epochs is None else self.epochs,
                            batch_size=self.batch_size, lr=self.lr, seed=self.seed, device=self.device, amp=self.amp,
-                           mix=self.mix, mix_alpha=self.mix_alpha)
+                           mix=self.mix, mix_alpha=self.mix_alpha, compile=self.compile)
 
     def check(self, ctx: "DistContext | None" = None, world: int | None = None) -> "CheckedRequest":
         """Every option combination, checked; ``world``: the processes a launcher is about to start."""
@@ -88,6 +89,7 @@ class TrainRequest:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
         check_mix(self.mix, self.mix_alpha, self.distill)
+        check_compile_mode(self.compile)
         if self.task == "task1":
             models, options = self._task1(ctx, world or ctx.world)
             if self.teacher is not None:

@@ -27,7 +27,22 @@ from .layers import ChannelAdaptiveStem, ConfigBatchNorm2d, activate_config, act
 from .registry import register_model
 
 
-class _Body(nn.Module):
+class _PooledBody(nn.Module):
+    """A body that opens with a 2x2 max pool (:attr:`pool`), then :attr:`blocks` and :attr:`head`."""
+
+    pool: nn.Module
+    blocks: nn.Module
+    head: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.after_pool(self.pool(x))
+
+    def after_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The body from its pooled input on: what a grouped batch shares (see ``forward_groups``)."""
+        return self.head(self.blocks(x))
+
+
+class _Body(_PooledBody):
     def __init__(self, stem_width: int, widths: tuple[int, ...], strides: tuple[int, ...], num_classes: int,
                  dropout: float, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
@@ -41,11 +56,8 @@ class _Body(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch, num_classes))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.pool(x)))
 
-
-class _PlainBody(nn.Module):
+class _PlainBody(_PooledBody):
     """The naive CNN's stages after its first convolution: [conv-BN-ReLU, max pool] per width."""
 
     def __init__(self, stem_width: int, widths: tuple[int, ...], strides: tuple[int, ...], num_classes: int,
@@ -60,9 +72,6 @@ class _PlainBody(nn.Module):
             in_ch = w
         self.blocks = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.pool(x)))
 
 
 #: Body name -> (class, default widths).
@@ -117,13 +126,15 @@ class AnyChannelNet(nn.Module):
         Only the stem runs per group (the groups' channel counts differ); the shared body runs
         once over the concatenated batch, each configuration's batch norms on its own slice. A
         joint training step then launches the body's kernels once instead of once per configuration,
-        on a batch as large as a naive model's.
+        on a batch as large as a naive model's. The body's opening max pool also runs per group: it
+        is per image, and a group's full-resolution map is still in cache, and the concatenation
+        then copies a quarter of it.
         """
-        stems = [self.stem(x, c) for x, c in zip(inputs, configs)]
+        stems = [self.body.pool(self.stem(x, c)) for x, c in zip(inputs, configs)]
         sizes = [len(x) for x in inputs]
         activate_groups(self.body, list(zip(configs, sizes)))
         try:
-            logits = self.body(torch.cat(stems))
+            logits = self.body.after_pool(torch.cat(stems))
         finally:
             activate_config(self.body, configs[0])  # a later plain forward must not see the slices
         return list(logits.split(sizes))

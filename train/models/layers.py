@@ -22,13 +22,20 @@ class KernelAttention(nn.Module):
         self.temperature = temperature
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3)))))
+        return self.from_pooled(x.mean(dim=(2, 3)))
+
+    def from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The attention logits from the input already averaged over space (``B x C``)."""
+        return self.fc2(F.relu(self.fc1(pooled)))
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        z = self.logits(x)
+        return self.normalise(self.logits(x), bias)
+
+    def normalise(self, logits: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Softmax over the kernels of ``logits`` (plus ``bias``) at this attention's temperature."""
         if bias is not None:
-            z = z + bias
-        return torch.softmax(z / self.temperature, dim=1)
+            logits = logits + bias
+        return torch.softmax(logits / self.temperature, dim=1)
 
 
 def dynamic_conv(
@@ -296,17 +303,20 @@ class ChannelAdaptiveConv(PerConfig):
     def _weight_for(self, config: ChannelConfig) -> torch.Tensor:
         return self.weight[:, :, list(config.indices)] * (3.0 / config.num_channels)
 
-    def _attention_input(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
-        # Place the present planes at their RGB positions, zeros elsewhere.
-        full = x.new_zeros(x.shape[0], 3, *x.shape[2:])
-        full[:, list(config.indices)] = x
-        return full
+    def _attention(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
+        # Attention sees R, G and B at their own positions, an absent plane as zeros. Only the
+        # planes' means reach it, so the zeros are placed after pooling: a zero-padded copy of
+        # the images cost a fill, a scatter and its backward over every pixel.
+        pooled = x.mean(dim=(2, 3))
+        full = pooled.new_zeros(x.shape[0], 3)
+        full[:, list(config.indices)] = pooled
+        return self.attention.normalise(self.attention.from_pooled(full), self.config_bias[config.index])
 
     def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
         config = config or ALL_CONFIGS[self.active]
         if x.shape[1] != config.num_channels:
             raise ValueError(f"{config} input needs {config.num_channels} channels, got {x.shape[1]}")
-        attn = self.attention(self._attention_input(x, config), self.config_bias[config.index])
+        attn = self._attention(x, config)
         # Training: the im2col form, the fastest to train here. Evaluation: the form the resolved,
         # exported stem computes, so the same rounding, which a deep backbone would otherwise amplify
         # into logit differences beyond the export's parity tolerance.
