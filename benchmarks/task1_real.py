@@ -198,7 +198,7 @@ def measure_step_time(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -
 
     from runtime.channels import ALL_CONFIGS
     from train.data import SplitTensors, load_dataset
-    from train.engine import RunSpec, StepModule, TrainConfig, to_channels_last
+    from train.engine import RunSpec, StepModule, TrainConfig, make_optimizer, to_channels_last
     from train.models import create_model
 
     torch.set_num_threads(1)
@@ -211,7 +211,7 @@ def measure_step_time(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -
         model = to_channels_last(create_model(spec.model, num_classes=50, **spec.model_kwargs)).train()
         strategy = spec.build_strategy()
         step = StepModule(model, strategy)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        optimizer = make_optimizer(model, cfg, torch.device("cpu"))
         batches = strategy.steps(split, cfg.batch_size, torch.Generator().manual_seed(0))
 
         def run(n: int) -> float:

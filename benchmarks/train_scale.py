@@ -40,7 +40,7 @@ def _child_throughput(args: argparse.Namespace) -> None:
 
     from train import distributed
     from train.data import SplitTensors, load_dataset, loader
-    from train.engine import RunSpec, _wrap_for_ranks, compile_step, to_channels_last
+    from train.engine import RunSpec, TrainConfig, _wrap_for_ranks, compile_step, make_optimizer, to_channels_last
     from train.models import create_model
 
     ctx = distributed.setup(args.device)
@@ -56,7 +56,7 @@ def _child_throughput(args: argparse.Namespace) -> None:
         if ctx.distributed:
             distributed.convert_batchnorms(model)
         step = compile_step(_wrap_for_ranks(model, spec, strategy, ctx), args.compile)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        optimizer = make_optimizer(model, TrainConfig(), ctx.device)
         if args.streamed:
             loader.GPU_RESIDENT_BYTES = 0  # read per batch, as a split larger than the GPU's share would be
         split = SplitTensors(dataset.splits["train"], ctx.device)

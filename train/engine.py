@@ -222,6 +222,17 @@ def _wrap_for_ranks(model: nn.Module, spec: RunSpec, strategy: TrainingStrategy,
         **_no_buffer_sync())
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The recipe's AdamW, as one fused kernel where torch has it (CPU and CUDA).
+
+    The same update as the per-parameter loop, up to rounding, at a fraction of its cost: the loop
+    launches about ten operations per parameter tensor, and the any-channel model holds five times
+    the naive CNN's tensors (a set of batch-norm parameters per configuration).
+    """
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+
+
 def compile_step(step_module: nn.Module, mode: str) -> nn.Module:
     """``step_module`` under ``torch.compile(mode=mode)``, or as it is for ``none``.
 
@@ -339,7 +350,7 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
     if ctx.distributed:
         check_same_data_on_every_rank(ctx, dataset.fingerprint)
         convert_batchnorms(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg, device)
     steps = strategy.steps_per_epoch(len(train_split), cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps,
                                                     pct_start=0.15)
