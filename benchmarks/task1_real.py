@@ -674,7 +674,7 @@ def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:
     epochs. Keyed by what they share, in epoch order."""
     groups: dict[tuple, list[Budget]] = {}
     for b in budgets:
-        if compared(b) and not b.mix:
+        if compared(b):
             groups.setdefault(b.series(), []).append(b)
     return {k: sorted(g, key=lambda b: b.args.epochs) for k, g in groups.items() if len(g) > 1}
 
@@ -731,6 +731,7 @@ def epochs_section(budgets: list[Budget], machines: Machines) -> list[str]:
                         f"--seeds {','.join(map(str, anychannel_seeds))}"
                         + (f" --train-per-class {first.per_class}" if first.per_class else "")
                         + (f" --lr {first.args.lr:g}" if getattr(first.args, "lr", None) is not None else "")
+                        + (f" --mix {first.args.mix} --mix-alpha {first.args.mix_alpha:g}" if first.mix else "")
                         + " --workers 2`")
         naive_val = {}
         for b in group:

@@ -302,6 +302,7 @@ def test_fit_counts_views_and_flops(synthetic_dataset, tmp_path):
     (["--nproc", "2", "--mix", "mixup", "--mix-alpha", "-1"], "--mix-alpha must be positive"),
     (["--mix-alpha", "0.2"], "--mix-alpha 0.2 needs --mix mixup or cutmix"),
     (["--compile", "fast"], "unknown --compile mode 'fast'; choose from none, default, reduce-overhead"),
+    (["--nproc", "2", "--compile", "default"], "--compile default with 2 processes is not supported yet"),
 ])
 def test_train_refuses_bad_strategy_options_before_loading_data(args, message, tmp_path):
     from typer.testing import CliRunner

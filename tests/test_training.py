@@ -233,13 +233,62 @@ def test_a_compiled_step_trains_as_the_eager_one_and_resumes_across_modes(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         _train_naive(small_dataset, tmp_path / "mixed", epochs=2, loss_fn=interrupt_in_epoch_two)
     torch._dynamo.utils.counters.clear()
-    # Dropout's masks from eager's generator, not inductor's own: the same training, comparable.
-    with torch._inductor.config.patch(fallback_random=True):
+    fallback_random = torch._inductor.config.fallback_random
+    try:
         resumed = _train_naive(small_dataset, tmp_path / "mixed", epochs=2, compile_mode="default", resume=True)
-    torch._dynamo.reset()  # later tests export with torch.export: no compiled frames left behind
+    finally:
+        torch._dynamo.reset()  # later tests export with torch.export: no compiled frames left behind
+        torch._inductor.config.fallback_random = fallback_random  # compile_step's setting
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
     assert resumed["epoch"] == 2 and resumed["train_config"]["compile"] == "default"
+    # Dropout draws from torch's generator under compile too (compile_step), so only rounding differs.
     assert relative_difference(straight, resumed) < 1e-4
-    # A different recipe still may not resume: only the execution options are exempt.
     with pytest.raises(ValueError, match="unknown --compile mode 'fast'; choose from none, default"):
         TrainConfig(compile="fast")
+
+
+def test_the_grouped_joint_step_compiles_as_one_graph_with_the_eager_loss(small_dataset):
+    """Dynamo captures anychannel's whole joint step (seven groups, the grouped body, the losses)
+    without a graph break; ``aot_eager`` runs the captured forward and backward graphs without
+    generating kernels, so this checks the capture, cheaply, not inductor's code."""
+    import torch._dynamo
+
+    from train.engine import StepModule
+    from train.strategies import JointStrategy
+
+    strategy = JointStrategy()
+    groups = next(strategy.steps(SplitTensors(small_dataset.splits["train"]), 126, torch.Generator().manual_seed(0)))
+    torch.manual_seed(0)
+    model = create_model("anychannel", num_classes=small_dataset.num_classes, **TINY_ANYCHANNEL).train()
+    step = StepModule(model, strategy)
+    torch.manual_seed(1)  # the same dropout masks in both passes
+    eager_loss, _ = step(groups, 0.1)
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(step, backend="aot_eager", fullgraph=True, dynamic=False)
+        torch.manual_seed(1)
+        loss, logits = compiled(groups, 0.1)
+        loss.backward()
+    finally:
+        torch._dynamo.reset()
+    assert len(logits) == 7 and torch.allclose(loss, eager_loss, rtol=1e-5)
+    assert model.stem.weight.grad is not None and first_body_conv(model).weight.grad is not None
+
+
+def test_resume_keeps_adamw_fused_when_the_saved_state_was_not(tmp_path, small_dataset):
+    """Optimizer state saved before AdamW ran fused resumes fused: loading takes each group's flags
+    from the file, which would otherwise turn the fused kernel off for the rest of the run."""
+    from train.engine import _resume, make_optimizer
+
+    _train(small_dataset, tmp_path, epochs=1)
+    state = load_checkpoint(tmp_path / "last.pt")
+    for group in state["optimizer"]["param_groups"]:
+        group.update(fused=None, foreach=None)  # as torch's default AdamW saved it
+    torch.save(state, tmp_path / "last.pt")
+    cfg = TrainConfig(**state["train_config"])
+    model = create_model("anychannel", num_classes=small_dataset.num_classes, **TINY_ANYCHANNEL)
+    optimizer = make_optimizer(model, cfg, torch.device("cpu"))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=100)
+    _resume(tmp_path / "last.pt", "task1", cfg, state, small_dataset, model, optimizer, scheduler)
+    assert optimizer.param_groups[0]["fused"] is True
+    optimizer.step()  # the fused kernel takes the loaded state

@@ -45,3 +45,10 @@ def check_compile_mode(mode: str) -> None:
     """Refuse a ``--compile`` mode that is not one of :data:`COMPILE_MODES`, naming the choices."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"unknown --compile mode {mode!r}; choose from {', '.join(COMPILE_MODES)}")
+
+
+def check_compile_world(mode: str, world: int) -> None:
+    """Refuse ``--compile`` under data parallelism, which no test or benchmark has run yet."""
+    if mode != "none" and world > 1:
+        raise ValueError(f"--compile {mode} with {world} processes is not supported yet (a compiled "
+                         "DistributedDataParallel step has not been tested); use --compile none with --nproc")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 
 from .checkpoint import CHECKPOINT_FORMAT, check_resumable, data_meta, load_checkpoint, save_atomic
-from .config import TrainConfig
+from .config import TrainConfig, check_compile_world
 from .data import Dataset, SplitTensors
 from .data.mixing import BatchMix
 from .distributed import DistContext, Shard, check_same_data_on_every_rank, convert_batchnorms, restarted
@@ -222,28 +222,43 @@ def _wrap_for_ranks(model: nn.Module, spec: RunSpec, strategy: TrainingStrategy,
         **_no_buffer_sync())
 
 
+#: Graphs one compiled step may hold: each drawn combination of configurations and group sizes is one.
+RECOMPILE_LIMIT = 64
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """The recipe's AdamW, as one fused kernel where torch has it (CPU and CUDA).
 
-    The same update as the per-parameter loop, up to rounding, at a fraction of its cost: the loop
-    launches about ten operations per parameter tensor, and the any-channel model holds five times
-    the naive CNN's tensors (a set of batch-norm parameters per configuration).
+    The same update as torch's default implementations, up to rounding, at a fraction of their cost:
+    the CPU's per-parameter loop launches about ten operations per parameter tensor (CUDA's foreach
+    form a few per group of tensors), and the any-channel model holds five times the naive CNN's
+    tensors (a set of batch-norm parameters per configuration).
     """
-    fused = device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    fused = True if device.type in ("cpu", "cuda") else None  # None: torch's default elsewhere
+    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def compile_step(step_module: nn.Module, mode: str) -> nn.Module:
     """``step_module`` under ``torch.compile(mode=mode)``, or as it is for ``none``.
 
     The whole step compiles (the strategy's groups, the model, the losses), so on a GPU the body's
-    small kernels fuse and ``reduce-overhead`` replays them as CUDA graphs. A step of another
-    shape (an epoch's last, smaller one) compiles once more; the weights stay the model's own, so
-    checkpoints are the same as eager ones.
+    small kernels fuse and ``reduce-overhead`` replays them as CUDA graphs. Each set of configurations
+    and group sizes a strategy draws (an epoch's last, smaller step; ``sandwich``'s combinations) is a
+    graph of its own, with static shapes. The weights stay the model's own, so checkpoints are eager ones.
     """
     if mode == "none":
         return step_module
-    return torch.compile(step_module, mode=None if mode == "default" else mode)
+    import torch._dynamo
+    import torch._inductor.config
+
+    # Graphs are cached per code object, shared by every model a process trains: start afresh, and
+    # allow a graph per drawn combination (sandwich: up to 35) rather than falling back to eager at 8.
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    # Dropout's masks from torch's own generator, as eager draws them: the same training, seeded and
+    # resumable across --compile modes, rather than inductor's own random stream.
+    torch._inductor.config.fallback_random = True
+    return torch.compile(step_module, mode=None if mode == "default" else mode, dynamic=False)
 
 
 def _no_buffer_sync() -> dict[str, bool]:
@@ -311,6 +326,11 @@ def _resume(state_path: Path, task: str, cfg: TrainConfig, meta: dict[str, Any],
     state = load_checkpoint(state_path, task)
     check_resumable(state, state_path, cfg, meta, dataset)
     model.load_state_dict(state["state_dict"])
+    # load_state_dict takes each group's settings from the file, implementation flags included: a
+    # state saved before AdamW ran fused would turn it off for the rest of the run. Set before loading,
+    # so the step counters go where the fused kernel wants them.
+    for group in state["optimizer"]["param_groups"]:
+        group.update({k: optimizer.defaults[k] for k in ("fused", "foreach") if k in optimizer.defaults})
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return state
@@ -335,6 +355,7 @@ def fit(model: nn.Module, spec: RunSpec, dataset: Dataset, run_dir: Path, cfg: T
     ctx = ctx or DistContext(device=resolve_device(cfg.device))
     device = ctx.device
     say = log if ctx.is_main else (lambda _: None)
+    check_compile_world(cfg.compile, ctx.world)
     resume = resume or restarted()
     run_dir.mkdir(parents=True, exist_ok=True)
     strategy = spec.build_strategy()

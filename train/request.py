@@ -16,7 +16,7 @@ from runtime.contract import renamed_model_note
 from runtime.errors import AnyChannelError
 
 # Nothing that imports torch at module level: the CLI reads TrainRequest's defaults when it starts.
-from .config import COMPACT, TrainConfig, check_compile_mode
+from .config import COMPACT, TrainConfig, check_compile_mode, check_compile_world
 
 if TYPE_CHECKING:
     from .distributed import DistContext
@@ -90,6 +90,7 @@ class TrainRequest:
             raise ValueError(f"unknown task {self.task!r}; choose from {', '.join(TASKS)}")
         check_mix(self.mix, self.mix_alpha, self.distill)
         check_compile_mode(self.compile)
+        check_compile_world(self.compile, world or ctx.world)
         if self.task == "task1":
             models, options = self._task1(ctx, world or ctx.world)
             if self.teacher is not None:

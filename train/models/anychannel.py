@@ -75,14 +75,14 @@ class _PlainBody(_PooledBody):
 
 
 #: Body name -> (class, default widths).
-BODIES: dict[str, tuple[type[nn.Module], tuple[int, ...]]] = {
+BODIES: dict[str, tuple[type[_PooledBody], tuple[int, ...]]] = {
     "plain": (_PlainBody, (64, 128, 256)),
     "residual": (_Body, (48, 96, 192, 384)),
 }
 
 
 def build_body(body: str, stem_width: int, widths: tuple[int, ...] | None, strides: tuple[int, ...],
-               num_classes: int, dropout: float, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> nn.Module:
+               num_classes: int, dropout: float, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> _PooledBody:
     """The named body of :data:`BODIES`, with its default widths unless ``widths`` is given."""
     if body not in BODIES:
         raise ValueError(f"unknown body {body!r}; choose from {', '.join(BODIES)}")
