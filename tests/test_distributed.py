@@ -13,7 +13,7 @@ from train.checkpoint import load_checkpoint
 from train.distributed import Shard, strip_option, torchrun_command
 
 import ddp_worker
-from conftest import relative_difference
+from conftest import assert_within_rounding_noise, relative_difference
 
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
 
@@ -75,14 +75,6 @@ def test_shards_partition_every_global_batch():
         ["train", "task1", "--seed", "1"]
 
 
-#: How far two processes may drift beyond one process's own rounding noise (relative L2 of the weights).
-NOISE_MARGIN = 10
-#: Below the smallest relative difference a real error makes: each rank normalising by its own
-#: share's statistics (GlobalBatchNorm2d switched off) gave 7.1e-2 (joint) and 1.5e-2 (sampled),
-#: against one process's noise of 3.1e-5 and 5.8e-7 (Intel Xeon, AVX-512).
-ERROR_SCALE = 5e-3
-
-
 def _one_and_two(tmp_path, tiny_npz, strategy: str, epochs: int) -> tuple[dict, dict]:
     """One process and two, trained on the same global batches; their weights agree to rounding noise.
 
@@ -90,7 +82,7 @@ def _one_and_two(tmp_path, tiny_npz, strategy: str, epochs: int) -> tuple[dict, 
     statistics summed over ranks), but training carries rounding along and a rounding that tips
     a near-tie (a ReLU, a max pool) grows, by an amount that depends on the CPU's kernels. So the
     tolerance comes from this machine: the same one-process run at 2 threads instead of 1 changes
-    the summation order alone, and two processes must stay within NOISE_MARGIN times that.
+    the summation order alone, and two processes must stay within conftest.NOISE_MARGIN times that.
     The global batches themselves are checked exactly, without training
     (test_every_rank_trains_its_share_of_the_one_process_batch).
     """
@@ -102,11 +94,7 @@ def _one_and_two(tmp_path, tiny_npz, strategy: str, epochs: int) -> tuple[dict, 
     assert two["global_batch_size"] == one["global_batch_size"] == ddp_worker.BATCH
     for key in ("views", "train_flops"):  # same configurations drawn, as many views
         assert two["history"][-1][key] == one["history"][-1][key]
-    floor = relative_difference(one, floor_run)
-    allowed = max(NOISE_MARGIN * floor, 1e-4)
-    assert allowed < ERROR_SCALE, f"rounding noise {floor:.1e} on this machine hides real errors"
-    relative = relative_difference(one, two)
-    assert relative < allowed, f"two processes differ by {relative:.1e}; one process's own noise {floor:.1e}"
+    assert_within_rounding_noise(one, floor_run, two, "two processes and one")
     # The reported loss is the global batch's, as in one process.
     assert two["history"][-1]["train_loss"] == pytest.approx(one["history"][-1]["train_loss"], rel=1e-3)
     assert abs(two["history"][-1]["val_acc"] - one["history"][-1]["val_acc"]) <= 2 / 128
