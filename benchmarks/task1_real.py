@@ -74,6 +74,9 @@ class Row:
     every_seed: bool = False
     #: Epochs as a multiple of --epochs: the RGB-only control at the same FLOPs as anychannel needs 7x.
     epoch_factor: int = 1
+    #: Views per step as a multiple of the recipe's batch: 7 gives anychannel's groups a naive CNN's 128
+    #: images, so each epoch has a naive CNN's number of optimizer steps.
+    batch_factor: int = 1
 
 
 #: In table order, from the previous design up to anychannel, then variants and controls. The
@@ -92,6 +95,11 @@ ROWS: tuple[Row, ...] = (
         options=Task1Options(configs_per_step=3, share_images=True, distill=True)),
     Row("sandwich-own", "variant: sandwich (RGB, one 1-channel, one other per step), each its own images",
         options=Task1Options(configs_per_step=3), every_seed=True),
+    # The update count: anychannel takes 7x a naive CNN's optimizer steps per epoch (groups of 18 images
+    # against batches of 128). With groups of 128 (batch 896) it takes the same steps, of the same
+    # size per configuration, at the same learning rate; views and FLOPs are unchanged.
+    Row("anychannel-naive-updates", "variant: anychannel with each naive CNN's updates (groups of 128 images, "
+        "batch 896: a naive CNN's steps per epoch)", batch_factor=7, every_seed=True),
     Row("anychannel-width-0.7",
         "variant: anychannel at 0.7× width (under half the naive set's FLOPs, all seven per step)",
         options=Task1Options(width=0.7), every_seed=True),
@@ -176,7 +184,8 @@ def train_row(row: Row, seed: int, args, dataset=None) -> None:
     from train.task1 import run_task1
 
     dataset = dataset or load_dataset(training_data(args), args.image_size)  # the decoded cache, in a worker
-    cfg = TrainConfig(epochs=args.epochs * row.epoch_factor, seed=seed, **recipe(args))
+    cfg = TrainConfig(epochs=args.epochs * row.epoch_factor, batch_size=TrainConfig().batch_size * row.batch_factor,
+                      seed=seed, **recipe(args))
     t0 = time.perf_counter()
     run_task1(dataset, [row.model], run_dir(args, row, seed), cfg, resume=True, options=row.options,
               log=lambda line: print(line, flush=True))
@@ -268,9 +277,10 @@ def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
             if path.exists():
                 results = json.loads(path.read_text())
                 trained = saved_recipe(results["train_config"])
-                if ((results["dataset"], results["epochs"], results["image_size"], *(trained[k] for k in recipe(args)))
+                if ((results["dataset"], results["epochs"], results["image_size"], trained["batch_size"],
+                     *(trained[k] for k in recipe(args)))
                         != (dataset_name(args), args.epochs * row.epoch_factor, args.image_size,
-                            *recipe(args).values())):
+                            TrainConfig().batch_size * row.batch_factor, *recipe(args).values())):
                     continue  # a run folder of another budget
                 entry = results["models"][row.model]
                 kept = kept_results(args, row, seed)
