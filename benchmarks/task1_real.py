@@ -679,14 +679,30 @@ def compared(budget: Budget) -> bool:
     return {"anychannel", "naive"} <= budget.rows.keys()
 
 
+#: Rows trained against the naive set along an epoch series, each a lever on the lead at long budgets:
+#: they get a row of the lead against epochs at each budget they ran.
+LEVERS: tuple[str, ...] = ("anychannel-naive-updates",)
+
+
 def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:
     """Budgets that differ only in epochs, where two or more have anychannel and the naive set: the lead against
-    epochs. Keyed by what they share, in epoch order."""
+    epochs. Keyed by what they share, in epoch order. A budget where only the naive set ran belongs too: it
+    tells whether the naive set has converged."""
     groups: dict[tuple, list[Budget]] = {}
     for b in budgets:
-        if compared(b):
+        if "naive" in b.rows:
             groups.setdefault(b.series(), []).append(b)
-    return {k: sorted(g, key=lambda b: b.args.epochs) for k, g in groups.items() if len(g) > 1}
+    return {k: sorted(g, key=lambda b: b.args.epochs) for k, g in groups.items() if sum(map(compared, g)) > 1}
+
+
+def series_command(first: Budget, flags: str, seeds: list[int]) -> str:
+    """The benchmark command for a series' setting, with ``flags`` (``--budgets ...`` or ``--epochs ...``)."""
+    return (f"`python benchmarks/task1_real.py {flags} --image-size {first.args.image_size} "
+            f"--seeds {','.join(map(str, seeds))}"
+            + (f" --train-per-class {first.per_class}" if first.per_class else "")
+            + (f" --lr {first.args.lr:g}" if getattr(first.args, "lr", None) is not None else "")
+            + (f" --mix {first.args.mix} --mix-alpha {first.args.mix_alpha:g}" if first.mix else "")
+            + " --workers 2`")
 
 
 def settings_section(budgets: list[Budget], machines: Machines) -> list[str]:
@@ -733,29 +749,42 @@ def epochs_section(budgets: list[Budget], machines: Machines) -> list[str]:
         return lines + ["No two epoch budgets of one setting have both anychannel and the naive set finished yet."]
     commands, rows, keys, notes = [], [], [], []
     for group in series.values():
-        first = group[0]
-        anychannel_seeds = sorted(set().union(*(seeds_list(b.rows["anychannel"]) for b in group)))
+        first, both = group[0], [b for b in group if compared(b)]
+        anychannel_seeds = sorted(set().union(*(seeds_list(b.rows["anychannel"]) for b in both)))
         label = series_label(first)
-        commands.append(f"{label}: `python benchmarks/task1_real.py --budgets "
-                        f"{','.join(str(b.args.epochs) for b in group)} --image-size {first.args.image_size} "
-                        f"--seeds {','.join(map(str, anychannel_seeds))}"
-                        + (f" --train-per-class {first.per_class}" if first.per_class else "")
-                        + (f" --lr {first.args.lr:g}" if getattr(first.args, "lr", None) is not None else "")
-                        + (f" --mix {first.args.mix} --mix-alpha {first.args.mix_alpha:g}" if first.mix else "")
-                        + " --workers 2`")
-        naive_val = {}
-        for b in group:
-            anychannel, naive = paired(b.rows["anychannel"], b.rows["naive"])
-            naive_val[b.args.epochs] = mean_val(naive)
+        commands.append(f"{label}: " + series_command(first, f"--budgets {','.join(str(b.args.epochs) for b in both)}",
+                                                      anychannel_seeds))
+        naive_val = {b.args.epochs: mean_val(paired(b.rows["anychannel"], b.rows["naive"])[1] if compared(b)
+                                             else b.rows["naive"]) for b in group}
         done = converged_budget(naive_val)
         for b in group:
-            anychannel, naive = paired(b.rows["anychannel"], b.rows["naive"])
-            images = naive[0]["train_views"] // (len(CONFIG_NAMES) * b.args.epochs)
-            keys.append(machines.key(anychannel + naive))
             mark = " (naive converged)" if b.args.epochs == done else ""
+            naive_only = b.rows["naive"]
+            images = naive_only[0]["train_views"] // (len(CONFIG_NAMES) * b.args.epochs)
+            if not compared(b):  # the naive set alone, for its convergence
+                commands.append(f"{label}, the naive set alone at {b.args.epochs} epochs: "
+                                + series_command(first, f"--epochs {b.args.epochs} --rows naive",
+                                                 seeds_list(naive_only)))
+                keys.append(machines.key(naive_only))
+                rows.append(f"| {label} ({images:,} images), the naive set alone | {b.args.epochs}{mark} | "
+                            f"{seeds_cell(naive_only, set(anychannel_seeds))} | {mean_acc(naive_only):.3f} | not run "
+                            f"| – | – | – | {mean_val(naive_only):.3f} / – | {mean_train(naive_only):.3f} / – "
+                            f"| {plane_shares(naive_only)} | – | – | {keys[-1]} |")
+                continue
+            anychannel, naive = paired(b.rows["anychannel"], b.rows["naive"])
+            keys.append(machines.key(anychannel + naive))
             rows.append(f"| {label} ({images:,} images) | {b.args.epochs}{mark} | "
                         f"{seeds_cell(anychannel, set(anychannel_seeds), sides(b))} | "
                         + " | ".join(lead_cells(anychannel, naive)) + f" | {keys[-1]} |")
+            for key in (k for k in LEVERS if k in b.rows):
+                lever, lever_naive = paired(b.rows[key], b.rows["naive"])
+                commands.append(f"{label}, lever `{key}` at {b.args.epochs} epochs: "
+                                + series_command(first, f"--epochs {b.args.epochs} --rows {key}", seeds_list(lever)))
+                keys.append(machines.key(lever + lever_naive))
+                rows.append(f"| {label} ({images:,} images), lever: "
+                            f"{ROW_BY_KEY[key].label.removeprefix('variant: ')} | {b.args.epochs}{mark} | "
+                            f"{seeds_cell(lever, set(anychannel_seeds), {'naive': b.rows['naive']})} | "
+                            + " | ".join(lead_cells(lever, lever_naive)) + f" | {keys[-1]} |")
         last = max(naive_val)
         if done is None:
             notes.append(f"- {label}: the naive set has not converged by {last} epochs "
@@ -763,10 +792,12 @@ def epochs_section(budgets: list[Budget], machines: Machines) -> list[str]:
                          "points or more, or a budget is missing).")
         else:
             at = next(b for b in group if b.args.epochs == done)
-            anychannel, naive = paired(at.rows["anychannel"], at.rows["naive"])
+            leads = [f"{name} − naive is {100 * (mean_acc(ours) - mean_acc(naive)):+.1f} points"
+                     for name, (ours, naive) in
+                     ((k, paired(at.rows[k], at.rows["naive"])) for k in ("anychannel", *LEVERS) if k in at.rows)]
             notes.append(f"- {label}: the naive set converges at {done} epochs (the next "
-                         f"budget lifts its mean validation accuracy by less than {100 * CONVERGED_GAIN:.1f} points); "
-                         f"there anychannel − naive is {100 * (mean_acc(anychannel) - mean_acc(naive)):+.1f} points.")
+                         f"budget lifts its mean validation accuracy by less than {100 * CONVERGED_GAIN:.1f} points)"
+                         + (f"; there {', '.join(leads)}." if leads else "."))
     lines += ["Commands (each budget its own full one-cycle run, kept and resumable; both sides get the same data, "
               "epochs and recipe, all else as in the headline):", "",
               *(f"- {c}" for c in commands), "", *table_head("setting | epochs"), *rows, "",

@@ -230,8 +230,10 @@ def test_train_subset_and_learning_rate_get_budgets_of_their_own(tmp_path):
 # --- the task-1 part of BENCHMARKS.md, folded from every budget's kept rows ---------------------------
 
 def _keep_row(results: Path, budget: str, key: str, seed: int, acc: dict[str, float] | float,
-              machine: str | None = None, val: float = .30, train: float = .60, flops: float = 1e14) -> None:
-    """A kept row (benchmarks/results/task1-real/<budget>/<key>-seed<N>.json) as train_row writes it."""
+              machine: str | None = None, val: float = .30, train: float = .60, flops: float = 1e14,
+              batch_size: int | None = None) -> None:
+    """A kept row (benchmarks/results/task1-real/<budget>/<key>-seed<N>.json) as train_row writes it (with
+    ``batch_size``, another batch than the row trains with)."""
     import argparse
     import json
 
@@ -244,7 +246,8 @@ def _keep_row(results: Path, budget: str, key: str, seed: int, acc: dict[str, fl
     entry = {"configs": {c: {"test_acc": a, "val_acc": val, "train_acc": train} for c, a in accs.items()},
              "train_flops": flops, "train_seconds": 100.0, "train_views": 7 * at.epochs * 2500, "params": 4e5}
     kept = {"dataset": task1_real.dataset_name(at), "epochs": at.epochs * row.epoch_factor,
-            "image_size": at.image_size, "train_config": task1_real.recipe(at),
+            "image_size": at.image_size,
+            "train_config": {**task1_real.recipe(at), "batch_size": batch_size or 128 * row.batch_factor},
             "models": {row.model: entry}, **({"machine": machine} if machine else {})}
     (results / budget).mkdir(parents=True, exist_ok=True)
     (results / budget / f"{key}-seed{seed}.json").write_text(json.dumps(kept))
@@ -271,6 +274,8 @@ def _fold(tmp_path: Path, monkeypatch) -> tuple[list, str]:
     _keep_row(results, "8ep-32px-lr0.004", "naive", 0, .41, "box A")
     _keep_row(results, "8ep-32px-lr0.004", "anychannel", 0, .49, "box A")
     _keep_row(results, "8ep-32px-mixup0.2", "anychannel", 0, .47, "box A")
+    _keep_row(results, "16ep-32px-50pc", "anychannel-naive-updates", 0, .33, "box B")
+    _keep_row(results, "16ep-32px-50pc", "anychannel-naive-updates", 1, .99, "box B", batch_size=128)  # not its batch
     (results / "8ep-32px" / "step-time.json").write_text("{}")  # not a row: not read as one
     args = argparse.Namespace(epochs=8, image_size=32, seeds=[0, 1], out=tmp_path / "runs", rows="all",
                               workers=2, data="/data/tiny-imagenet-50", train_per_class=None, lr=None, mix=None,
@@ -331,6 +336,10 @@ def test_task1_report_folds_the_budgets_one_row_each_with_their_own_machines_and
     # A budget with only some seeds says which, and compares both sides on the same seeds.
     assert "| 16 | 0 only; naive also 1 | 0.260 | 0.310 | +5.0 |" in epochs
     assert "not converged by 16 epochs" in epochs
+    # The lever's kept row trained with batch 896; one trained at another batch is not its row.
+    assert ("lever: anychannel with each naive CNN's updates (groups of 128 images, batch 896: a naive CNN's steps "
+            "per epoch) | 16 | 0 only; naive also 1 | 0.260 | 0.330 | +7.0 |") in epochs
+    assert "0.990" not in text
     variants = _section(text, "## Task 1: variants of anychannel at other settings")
     assert ("| 8 epochs, 32 px | anychannel, MixUp (α 0.2) | `--rows anychannel --mix mixup --mix-alpha 0.2` | 0 "
             "| 0.470 | " in variants)
@@ -393,6 +402,37 @@ def test_task1_epochs_table_finds_where_the_naive_set_stops_improving(tmp_path):
     assert "| 32 | 0,1 | 0.360 | 0.357 | -0.3 | 6/7 (not B) | B -2.0 to RGB +0.0 |" in text
     assert "the naive set converges at 16 epochs" in text and "anychannel − naive is +6.0 points" in text
 
+
+
+def test_task1_epochs_table_has_the_naive_set_alone_and_the_lever_rows(tmp_path):
+    """A budget where only the naive set ran decides its convergence; a lever row gets its own lead."""
+    import argparse
+
+    from benchmarks import task1_real
+    from benchmarks.task1_real import CONFIG_NAMES as names
+
+    def entry(seed, epochs, test_acc, val_acc):
+        return {"configs": {c: {"test_acc": test_acc, "val_acc": val_acc, "train_acc": 0.5} for c in names},
+                "seed": seed, "train_flops": 1e14, "train_views": 7 * epochs * 2500, "machine": "box A"}
+
+    def budget(epochs, rows):
+        at = argparse.Namespace(epochs=epochs, image_size=32, train_per_class=50, lr=None, mix=None, mix_alpha=1.0)
+        return task1_real.Budget(f"{epochs}ep-32px-50pc", at, {
+            key: [entry(s, epochs, test, val) for s in (0, 1)] for key, (test, val) in rows.items()})
+
+    budgets = [budget(32, {"naive": (.30, .31), "anychannel": (.31, .32)}),
+               budget(64, {"naive": (.31, .32), "anychannel": (.30, .31), "anychannel-naive-updates": (.33, .34)}),
+               budget(128, {"naive": (.312, .322)})]  # +0.2 validation points: converged at 64
+    text = "\n".join(task1_real.epochs_section(budgets, task1_real.Machines()))
+    assert "--budgets 32,64 --image-size 32 --seeds 0,1 --train-per-class 50 --workers 2" in text
+    assert "--epochs 128 --rows naive --image-size 32 --seeds 0,1 --train-per-class 50 --workers 2" in text
+    assert "--epochs 64 --rows anychannel-naive-updates --image-size 32 --seeds 0,1" in text
+    assert "| 64 (naive converged) | 0,1 | 0.310 | 0.300 | -1.0 | 0/7 (not RGB, RG, GB, RB, R, G, B) |" in text
+    assert ("images), lever: anychannel with each naive CNN's updates (groups of 128 images, batch 896: a naive "
+            "CNN's steps per epoch) | 64 (naive converged) | 0,1 | 0.310 | 0.330 | +2.0 | 7/7 |") in text
+    assert "the naive set alone | 128 | 0,1 | 0.312 | not run |" in text
+    assert ("converges at 64 epochs" in text and "anychannel − naive is -1.0 points" in text
+            and "anychannel-naive-updates − naive is +2.0 points" in text)
 
 # --- README and docs against BENCHMARKS.md -------------------------------------------------------------
 
