@@ -695,6 +695,24 @@ def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:
     return {k: sorted(g, key=lambda b: b.args.epochs) for k, g in groups.items() if sum(map(compared, g)) > 1}
 
 
+def best_budget(budgets: list[Budget], key: str) -> Budget:
+    """Of ``budgets`` where row ``key`` ran, the one with its highest mean validation accuracy."""
+    return max((b for b in budgets if key in b.rows), key=lambda b: mean_val(b.rows[key]))
+
+
+def best_against_best(group: list[Budget]) -> str:
+    """Each side at its own best budget of a series (by validation accuracy, the model selection a user
+    makes), anychannel against the naive set on test: ``at anychannel's best budget (16 epochs) ...``."""
+    ours, theirs = best_budget(group, "anychannel"), best_budget(group, "naive")
+    anychannel, naive = paired(ours.rows["anychannel"], theirs.rows["naive"])
+    leads = [100 * (acc(anychannel, c) - acc(naive, c)) for c in CONFIG_NAMES]
+    return (f"each side at its best budget by mean validation accuracy (anychannel {ours.args.epochs} epochs, the "
+            f"naive set {theirs.args.epochs}, of those run), anychannel − naive is "
+            f"{100 * (mean_acc(anychannel) - mean_acc(naive)):+.1f} points on test, ≥ naive on "
+            f"{sum(lead >= 0 for lead in leads)}/7 ({min(leads):+.1f} to {max(leads):+.1f}), at "
+            f"{flops_ratio(anychannel, naive):.2f}× the naive set's training FLOPs")
+
+
 def series_command(first: Budget, flags: str, seeds: list[int]) -> str:
     """The benchmark command for a series' setting, with ``flags`` (``--budgets ...`` or ``--epochs ...``)."""
     return (f"`python benchmarks/task1_real.py {flags} --image-size {first.args.image_size} "
@@ -789,7 +807,7 @@ def epochs_section(budgets: list[Budget], machines: Machines) -> list[str]:
         if done is None:
             notes.append(f"- {label}: the naive set has not converged by {last} epochs "
                          f"(each doubling still lifts its mean validation accuracy by {100 * CONVERGED_GAIN:.1f} "
-                         "points or more, or a budget is missing).")
+                         f"points or more, or a budget is missing); {best_against_best(group)}.")
         else:
             at = next(b for b in group if b.args.epochs == done)
             leads = [f"{name} − naive is {100 * (mean_acc(ours) - mean_acc(naive)):+.1f} points"
@@ -797,7 +815,7 @@ def epochs_section(budgets: list[Budget], machines: Machines) -> list[str]:
                      ((k, paired(at.rows[k], at.rows["naive"])) for k in ("anychannel", *LEVERS) if k in at.rows)]
             notes.append(f"- {label}: the naive set converges at {done} epochs (the next "
                          f"budget lifts its mean validation accuracy by less than {100 * CONVERGED_GAIN:.1f} points)"
-                         + (f"; there {', '.join(leads)}." if leads else "."))
+                         + (f"; there {', '.join(leads)}" if leads else "") + f"; {best_against_best(group)}.")
     lines += ["Commands (each budget its own full one-cycle run, kept and resumable; both sides get the same data, "
               "epochs and recipe, all else as in the headline):", "",
               *(f"- {c}" for c in commands), "", *table_head("setting | epochs"), *rows, "",
