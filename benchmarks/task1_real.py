@@ -198,6 +198,69 @@ def step_time_file(args) -> Path:
     return results_dir(args) / "step-time.json"
 
 
+def take_turns(runs: dict[str, Callable[[int], float]], steps: int, rounds: int, warmup: int) -> dict[str, float]:
+    """Each run's median over ``rounds`` of ``steps`` steps (seconds per view), the runs taking turns."""
+    for run in runs.values():
+        run(warmup)
+    per_round: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            per_round[name].append(run(steps))
+    return {name: statistics.median(times) for name, times in per_round.items()}
+
+
+def step_parts(split, cfg: TrainConfig, anychannel_spec) -> dict[str, Callable[[int], float]]:
+    """Where a step's time goes: forward and backward of the two parts the models differ in, on one real
+    step's images. ``stem``: anychannel's dynamic stem and pool per group, against the naive RGB CNN's
+    first conv-BN-ReLU and pool; ``body``: the rest on the pooled maps, anychannel's shared body over the
+    grouped batch (each configuration's norms on its slice) or as one configuration (no slices)."""
+    import torch
+
+    from train.models import create_model
+    from train.models.layers import activate_config, activate_groups
+    from train.engine import to_channels_last
+    from train.task1 import run_specs
+
+    torch.manual_seed(0)
+    ours = to_channels_last(create_model("anychannel", num_classes=50, **anychannel_spec.model_kwargs)).train()
+    naive_spec = run_specs("naive")[0]
+    naive = to_channels_last(create_model(naive_spec.model, num_classes=50, **naive_spec.model_kwargs)).train()
+    generator = torch.Generator().manual_seed(0)
+    groups = [g.inputs.contiguous(memory_format=torch.channels_last) for g in
+              next(anychannel_spec.build_strategy().steps(split, cfg.batch_size, generator))]
+    configs = anychannel_spec.configs
+    images = next(naive_spec.build_strategy().steps(split, cfg.batch_size, generator))[0].inputs
+    images = images.contiguous(memory_format=torch.channels_last)
+    first, rest = naive.features[:2], torch.nn.Sequential(*naive.features[2:], naive.head)
+    with torch.no_grad():
+        pooled = torch.cat([ours.body.pool(ours.stem(x, c)) for x, c in zip(groups, configs)]).requires_grad_()
+        naive_pooled = first(images).requires_grad_()
+    sizes = [(c, len(x)) for x, c in zip(groups, configs)]
+
+    def grouped_body() -> torch.Tensor:
+        activate_groups(ours.body, sizes)
+        return ours.body.after_pool(pooled)
+
+    def one_config_body() -> torch.Tensor:
+        activate_config(ours.body, configs[0])
+        return ours.body.after_pool(pooled)
+
+    def timed(forward: Callable[[], torch.Tensor], views: int) -> Callable[[int], float]:
+        def run(n: int) -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                forward().sum().backward()
+            return (time.perf_counter() - t0) / (n * views)
+        return run
+
+    return {"anychannel stem": timed(lambda: torch.cat([ours.body.pool(ours.stem(x, c)) for x, c in zip(groups, configs)]),
+                                     len(pooled)),
+            "naive first layer": timed(lambda: first(images), len(images)),
+            "anychannel body, grouped": timed(grouped_body, len(pooled)),
+            "anychannel body, one configuration": timed(one_config_body, len(pooled)),
+            "naive body": timed(lambda: rest(naive_pooled), len(images))}
+
+
 def measure_step_time(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -> dict:
     """Seconds per training view (image x configuration) of anychannel and of each naive model, in this
     one process (one thread). The models take turns, ``steps`` training steps each per round, and
@@ -246,19 +309,14 @@ def measure_step_time(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -
     # The ablation: the shared body once per configuration group instead of once per step.
     models["anychannel-per-group"] = stepper(replace(
         anychannel_spec, strategy_options={**anychannel_spec.strategy_options, "grouped": False}))
-    for run in models.values():
-        run(warmup)
-    per_round: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, run in models.items():
-            per_round[name].append(run(steps))
-    median = {name: statistics.median(times) for name, times in per_round.items()}
+    median = take_turns(models, steps, rounds, warmup)
     anychannel, per_group = median.pop("anychannel"), median.pop("anychannel-per-group")
     naive = {name.removeprefix("naive-"): t for name, t in median.items()}
+    parts = take_turns(step_parts(split, cfg, anychannel_spec), steps, rounds, warmup)
     result = {"anychannel_seconds_per_view": anychannel, "anychannel_per_group_seconds_per_view": per_group,
               "naive_seconds_per_view": naive,
               "ratio": anychannel / (sum(naive.values()) / len(ALL_CONFIGS)), "threads": 1, "steps": steps,
-              "rounds": rounds, "machine": machine()}
+              "rounds": rounds, "parts_seconds_per_view": parts, "machine": machine()}
     keep_results_text(json.dumps(result, indent=1), step_time_file(args))
     return result
 
@@ -443,6 +501,13 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                         "anychannel"
                         if "anychannel_per_group_seconds_per_view" in step else "")
                      + f" ({step['machine']}).")
+        if "parts_seconds_per_view" in step:
+            part = {name: f"{1e6 * t:.0f}" for name, t in step["parts_seconds_per_view"].items()}
+            lines.append(f"- Where the step's time goes (same command, µs per view, forward and backward): "
+                         f"anychannel's stem {part['anychannel stem']} against the naive CNN's first layer "
+                         f"{part['naive first layer']}; the shared body over the grouped batch "
+                         f"{part['anychannel body, grouped']} (as one configuration, without the slices: "
+                         f"{part['anychannel body, one configuration']}) against the naive body {part['naive body']}.")
     return lines
 
 

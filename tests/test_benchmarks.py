@@ -437,6 +437,41 @@ def test_task1_epochs_table_has_the_naive_set_alone_and_the_lever_rows(tmp_path)
     assert ("each side at its best budget by mean validation accuracy (anychannel 32 epochs, the naive set 128, of "
             "those run), anychannel − naive is -0.2 points on test, ≥ naive on 0/7 (-0.2 to -0.2), at 1.00×") in text
 
+
+def test_task1_step_parts_time_the_parts_the_models_differ_in(synthetic_dataset):
+    """--step-time's breakdown: each part runs forward and backward and gives seconds per view."""
+    from benchmarks import task1_real
+    from train.data import SplitTensors
+    from train.engine import TrainConfig
+    from train.task1 import run_specs
+
+    split = SplitTensors(synthetic_dataset.splits["train"])
+    parts = task1_real.take_turns(task1_real.step_parts(split, TrainConfig(batch_size=14), run_specs("anychannel")[0]),
+                                  steps=1, rounds=1, warmup=1)
+    assert set(parts) == {"anychannel stem", "naive first layer", "anychannel body, grouped",
+                          "anychannel body, one configuration", "naive body"}
+    assert all(0 < t < 1 for t in parts.values())
+
+
+def test_task1_headline_reports_the_step_time_and_its_parts(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import task1_real
+
+    step = {"anychannel_seconds_per_view": 1.1e-3, "naive_seconds_per_view": dict.fromkeys(task1_real.CONFIG_NAMES, 1e-3),
+            "ratio": 1.1, "threads": 1, "rounds": 5, "steps": 10, "machine": "box A",
+            "parts_seconds_per_view": {"anychannel stem": 4e-4, "naive first layer": 6e-4,
+                                       "anychannel body, grouped": 1.4e-3, "anychannel body, one configuration": 1.3e-3,
+                                       "naive body": 1.2e-3}}
+    (tmp_path / "step-time.json").write_text(json.dumps(step))
+    monkeypatch.setattr(task1_real, "step_time_file", lambda a: tmp_path / "step-time.json")
+    budgets, text = _fold(tmp_path, monkeypatch)
+    monkeypatch.setattr(task1_real, "step_time_file", lambda a: tmp_path / "step-time.json")
+    text = task1_real.report(budgets)
+    assert "anychannel 1100 µs per view, the naive models 1000 µs on average: 1.10× (box A)" in text
+    assert ("anychannel's stem 400 against the naive CNN's first layer 600; the shared body over the grouped batch "
+            "1400 (as one configuration, without the slices: 1300) against the naive body 1200.") in text
+
 # --- README and docs against BENCHMARKS.md -------------------------------------------------------------
 
 #: A figure: a number with a decimal point, a sign, ×, % or "/7" (see the README test's docstring).
