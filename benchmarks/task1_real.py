@@ -746,7 +746,7 @@ def compared(budget: Budget) -> bool:
 
 #: Rows trained against the naive set along an epoch series, each a lever on the lead at long budgets:
 #: they get a row of the lead against epochs at each budget they ran.
-LEVERS: tuple[str, ...] = ("anychannel-naive-updates",)
+LEVERS: tuple[str, ...] = ("anychannel-naive-updates", "sandwich-own")
 
 
 def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:
