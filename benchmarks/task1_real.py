@@ -150,6 +150,11 @@ def kept_results(args, row: Row, seed: int) -> Path:
     return results_dir(args) / f"{row.key}-seed{seed}.json"
 
 
+def batch_size(row: Row) -> int:
+    """The views per step ``row`` trains with: the recipe's batch times its ``batch_factor``."""
+    return TrainConfig().batch_size * row.batch_factor
+
+
 def learning_rate(args: argparse.Namespace) -> float:
     """Every row's peak learning rate: ``--lr``, or the training default."""
     return TrainConfig().lr if getattr(args, "lr", None) is None else args.lr
@@ -184,8 +189,7 @@ def train_row(row: Row, seed: int, args, dataset=None) -> None:
     from train.task1 import run_task1
 
     dataset = dataset or load_dataset(training_data(args), args.image_size)  # the decoded cache, in a worker
-    cfg = TrainConfig(epochs=args.epochs * row.epoch_factor, batch_size=TrainConfig().batch_size * row.batch_factor,
-                      seed=seed, **recipe(args))
+    cfg = TrainConfig(epochs=args.epochs * row.epoch_factor, batch_size=batch_size(row), seed=seed, **recipe(args))
     t0 = time.perf_counter()
     run_task1(dataset, [row.model], run_dir(args, row, seed), cfg, resume=True, options=row.options,
               log=lambda line: print(line, flush=True))
@@ -232,8 +236,11 @@ def step_parts(split, cfg: TrainConfig, anychannel_spec) -> dict[str, Callable[[
     images = next(naive_spec.build_strategy().steps(split, cfg.batch_size, generator))[0].inputs
     images = images.contiguous(memory_format=torch.channels_last)
     first, rest = naive.features[:2], torch.nn.Sequential(*naive.features[2:], naive.head)
+    def stems() -> torch.Tensor:
+        return torch.cat([ours.body.pool(ours.stem(x, c)) for x, c in zip(groups, configs)])
+
     with torch.no_grad():
-        pooled = torch.cat([ours.body.pool(ours.stem(x, c)) for x, c in zip(groups, configs)]).requires_grad_()
+        pooled = stems().requires_grad_()
         naive_pooled = first(images).requires_grad_()
     sizes = [(c, len(x)) for x, c in zip(groups, configs)]
 
@@ -253,8 +260,7 @@ def step_parts(split, cfg: TrainConfig, anychannel_spec) -> dict[str, Callable[[
             return (time.perf_counter() - t0) / (n * views)
         return run
 
-    return {"anychannel stem": timed(lambda: torch.cat([ours.body.pool(ours.stem(x, c)) for x, c in zip(groups, configs)]),
-                                     len(pooled)),
+    return {"anychannel stem": timed(stems, len(pooled)),
             "naive first layer": timed(lambda: first(images), len(images)),
             "anychannel body, grouped": timed(grouped_body, len(pooled)),
             "anychannel body, one configuration": timed(one_config_body, len(pooled)),
@@ -338,7 +344,7 @@ def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
                 if ((results["dataset"], results["epochs"], results["image_size"], trained["batch_size"],
                      *(trained[k] for k in recipe(args)))
                         != (dataset_name(args), args.epochs * row.epoch_factor, args.image_size,
-                            TrainConfig().batch_size * row.batch_factor, *recipe(args).values())):
+                            batch_size(row), *recipe(args).values())):
                     continue  # a run folder of another budget
                 entry = results["models"][row.model]
                 kept = kept_results(args, row, seed)

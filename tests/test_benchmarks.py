@@ -247,7 +247,7 @@ def _keep_row(results: Path, budget: str, key: str, seed: int, acc: dict[str, fl
              "train_flops": flops, "train_seconds": 100.0, "train_views": 7 * at.epochs * 2500, "params": 4e5}
     kept = {"dataset": task1_real.dataset_name(at), "epochs": at.epochs * row.epoch_factor,
             "image_size": at.image_size,
-            "train_config": {**task1_real.recipe(at), "batch_size": batch_size or 128 * row.batch_factor},
+            "train_config": {**task1_real.recipe(at), "batch_size": batch_size or task1_real.batch_size(row)},
             "models": {row.model: entry}, **({"machine": machine} if machine else {})}
     (results / budget).mkdir(parents=True, exist_ok=True)
     (results / budget / f"{key}-seed{seed}.json").write_text(json.dumps(kept))
@@ -403,7 +403,6 @@ def test_task1_epochs_table_finds_where_the_naive_set_stops_improving(tmp_path):
     assert "the naive set converges at 16 epochs" in text and "anychannel − naive is +6.0 points" in text
 
 
-
 def test_task1_epochs_table_has_the_naive_set_alone_and_the_lever_rows(tmp_path):
     """A budget where only the naive set ran decides its convergence; a lever row gets its own lead."""
     import argparse
@@ -464,13 +463,13 @@ def test_task1_headline_reports_the_step_time_and_its_parts(tmp_path, monkeypatc
                                        "anychannel body, grouped": 1.4e-3, "anychannel body, one configuration": 1.3e-3,
                                        "naive body": 1.2e-3}}
     (tmp_path / "step-time.json").write_text(json.dumps(step))
-    monkeypatch.setattr(task1_real, "step_time_file", lambda a: tmp_path / "step-time.json")
-    budgets, text = _fold(tmp_path, monkeypatch)
+    budgets, _ = _fold(tmp_path, monkeypatch)  # which points step_time_file elsewhere
     monkeypatch.setattr(task1_real, "step_time_file", lambda a: tmp_path / "step-time.json")
     text = task1_real.report(budgets)
     assert "anychannel 1100 µs per view, the naive models 1000 µs on average: 1.10× (box A)" in text
     assert ("anychannel's stem 400 against the naive CNN's first layer 600; the shared body over the grouped batch "
             "1400 (as one configuration, without the slices: 1300) against the naive body 1200.") in text
+
 
 # --- README and docs against BENCHMARKS.md -------------------------------------------------------------
 
