@@ -100,6 +100,10 @@ ROWS: tuple[Row, ...] = (
     Row("sandwich-own-width-1.33", "variant: sandwich (RGB, one 1-channel, one other per step), each its own "
         "images, at 1.33× width (the compute it saves spent on capacity)",
         options=Task1Options(configs_per_step=3, width=1.33), every_seed=True),
+    # Capacity where the configurations compete, at the same FLOPs: each configuration its own last
+    # convolution (128 -> 256 channels, the body's largest), 2.18M parameters against the naive set's 2.81M.
+    Row("anychannel-config-layers-1", "variant: anychannel, the body's last convolution kept per configuration "
+        "(2.18M parameters, the same FLOPs)", options=Task1Options(config_layers=1), every_seed=True),
     # The update count: anychannel takes 7x a naive CNN's optimizer steps per epoch (groups of 18 images
     # against batches of 128). With groups of 128 (batch 896) it takes the same steps, of the same
     # size per configuration, at the same learning rate; views and FLOPs are unchanged.
@@ -758,7 +762,7 @@ def compared(budget: Budget) -> bool:
 #: Rows trained against the naive set along an epoch series, each a lever on the lead at long budgets:
 #: they get a row of the lead against epochs at each budget they ran.
 LEVERS: tuple[str, ...] = ("anychannel-naive-updates", "sandwich-own", "sandwich-own-width-1.33",
-                           "anychannel-inverse-channels")
+                           "anychannel-inverse-channels", "anychannel-config-layers-1")
 
 
 def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:

@@ -166,7 +166,8 @@ def test_width_multiplier_scales_every_layer_of_ours_and_the_naive_cnn():
 
 
 @pytest.mark.parametrize("kwargs", [{"width": 0.7}, {"width": 0.5, "body": "residual"},
-                                    {"width": 2.0, "widths": (8, 16, 32), "stem_width": 8}])
+                                    {"width": 2.0, "widths": (8, 16, 32), "stem_width": 8},
+                                    {"config_layers": 2, "widths": (8, 16, 32), "stem_width": 8}])
 def test_a_narrowed_model_comes_back_from_its_checkpoint(kwargs, tmp_path):
     """``width`` travels in the checkpoint's model kwargs: export and resume rebuild the same shapes."""
     from train.checkpoint import model_from_checkpoint
@@ -186,11 +187,13 @@ def _grouped_batch(sizes=(5, 3, 4, 2, 6, 3, 4)):
     return [torch.randn(n, c.num_channels, 16, 16) for n, c in zip(sizes, ALL_CONFIGS)]
 
 
-def test_grouped_forward_equals_one_pass_per_group_forward_and_backward():
+@pytest.mark.parametrize("config_layers", [0, 1], ids=["shared-convs", "last-conv-per-config"])
+def test_grouped_forward_equals_one_pass_per_group_forward_and_backward(config_layers):
     """One pass of the shared body over all groups: same logits, gradients and per-configuration
-    batch-norm statistics as a pass per group, up to float error."""
+    batch-norm statistics (and per-configuration layers) as a pass per group, up to float error."""
     torch.manual_seed(0)
-    per_group = create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL, dropout=0.0).train()
+    per_group = create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL, dropout=0.0,
+                             config_layers=config_layers).train()
     grouped = copy.deepcopy(per_group)
     xs = _grouped_batch()
     expected = [per_group(x, c) for x, c in zip(xs, ALL_CONFIGS)]
@@ -209,6 +212,32 @@ def test_grouped_forward_equals_one_pass_per_group_forward_and_backward():
     assert not torch.allclose(body_norm.norms[0].running_mean, body_norm.norms[4].running_mean)
     # The slices are gone afterwards: a plain forward of one configuration works.
     assert grouped(xs[4], ALL_CONFIGS[4]).shape == (len(xs[4]), 10)
+
+
+def test_config_layers_give_each_configuration_its_own_last_convolution():
+    """``config_layers=1``: the body's last convolution is kept per configuration (each trains its own
+    copy), FLOPs unchanged; ``resolve`` keeps one copy, so the exported graph is a plain network."""
+    from train.models.layers import ConfigLayer
+    from train.report import count_flops
+
+    torch.manual_seed(0)
+    shared = create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL)
+    model = create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL, config_layers=1)
+    (layer,) = [m for m in model.modules() if isinstance(m, ConfigLayer)]
+    assert len(layer.layers) == len(ALL_CONFIGS) and layer.layers[0].out_channels == TINY_ANYCHANNEL["widths"][-1]
+    x = torch.randn(3, 1, 16, 16)
+    model(x, ChannelConfig("R")).sum().backward()  # only R's copy learns from an R batch
+    grads = [c.weight.grad for c in layer.layers]
+    assert grads[ChannelConfig("R").index] is not None and sum(g is not None for g in grads) == 1
+    model.eval()
+    for config in ALL_CONFIGS:
+        resolved = model.resolve(config).eval()
+        assert not any(isinstance(m, ConfigLayer) for m in resolved.modules())
+        y = torch.randn(2, config.num_channels, 16, 16)
+        torch.testing.assert_close(resolved(y), model(y, config))
+        assert count_flops(resolved, config, 16) == count_flops(shared.resolve(config), config, 16)
+    with pytest.raises(ValueError, match="between 0 and the body's 3 convolutions, got 4"):
+        create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL, config_layers=4)
 
 
 def test_grouped_batch_refuses_per_configuration_weights_it_cannot_slice():

@@ -52,6 +52,8 @@ class Task1Options:
     #: How a joint step's views are split between the configurations (``--allocation``, a key of
     #: ``train.strategies.ALLOCATIONS``): ``uniform``, or ``inverse-channels`` (more for fewer channels).
     allocation: str = "uniform"
+    #: How many of the compact network's last convolutions each configuration keeps for itself.
+    config_layers: int = 0
 
     def __post_init__(self) -> None:
         check_width(self.width, "--width")
@@ -87,7 +89,9 @@ class Task1Options:
     def anychannel_spec(self) -> RunSpec:
         """Our model's run: the anychannel model on its compact backbone or a torchvision one."""
         strategy, options = self.strategy_spec()
-        model, kwargs = ((PRIMARY_MODEL, {"body": self.body, **width_kwargs(self.width)}) if self.backbone == COMPACT
+        compact = {"body": self.body, **width_kwargs(self.width),
+                   **({"config_layers": self.config_layers} if self.config_layers else {})}
+        model, kwargs = ((PRIMARY_MODEL, compact) if self.backbone == COMPACT
                          else ("backbone", {"backbone": self.backbone}))
         return RunSpec(PRIMARY_MODEL, model, kwargs, self.configs, strategy, options, init=self.init)
 

@@ -23,7 +23,8 @@ import torch.nn as nn
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 
 from .blocks import BasicBlock, conv_bn_relu, scale_widths
-from .layers import ChannelAdaptiveStem, ConfigBatchNorm2d, activate_config, activate_groups, select_config
+from .layers import (ChannelAdaptiveStem, ConfigBatchNorm2d, ConfigLayer, activate_config, activate_groups,
+                     select_config)
 from .registry import register_model
 
 
@@ -99,20 +100,36 @@ def scaled_shape(stem_width: int, widths: tuple[int, ...] | None, body: str, wid
     return stem_width, widths
 
 
+def keep_last_convs_per_config(blocks: nn.Module, count: int) -> None:
+    """Keep the last ``count`` convolutions of ``blocks`` per configuration (:class:`ConfigLayer`): each
+    configuration its own weights there, at the same FLOPs per image; ``resolve`` keeps one copy."""
+    convs = [(name, m) for name, m in blocks.named_modules() if isinstance(m, nn.Conv2d)]
+    if not 0 <= count <= len(convs):
+        raise ValueError(f"config_layers must be between 0 and the body's {len(convs)} convolutions, got {count}")
+    for name, conv in convs[len(convs) - count:]:
+        parent, _, child = name.rpartition(".")
+        setattr(blocks.get_submodule(parent) if parent else blocks, child, ConfigLayer(conv))
+
+
 @register_model("anychannel")
 class AnyChannelNet(nn.Module):
-    """Dynamic channel-adaptive stem + residual body; ``resolve(config)`` gives a static graph."""
+    """Dynamic channel-adaptive stem + residual body; ``resolve(config)`` gives a static graph.
+
+    ``config_layers``: how many of the body's last convolutions each configuration keeps for itself
+    (0, the default: the body's convolutions are all shared).
+    """
 
     multi_config = True
     supported_configs = ALL_CONFIGS
 
     def __init__(self, num_classes: int, stem_width: int = 32, widths: tuple[int, ...] | None = None,
                  strides: tuple[int, ...] = (1, 2, 2, 2), num_kernels: int = 4, dropout: float = 0.2,
-                 body: str = "plain", width: float = 1.0) -> None:
+                 body: str = "plain", width: float = 1.0, config_layers: int = 0) -> None:
         super().__init__()
         stem_width, widths = scaled_shape(stem_width, widths, body, width)
         self.stem = ChannelAdaptiveStem(stem_width, num_kernels=num_kernels)
         self.body = build_body(body, stem_width, widths, strides, num_classes, dropout, norm=ConfigBatchNorm2d)
+        keep_last_convs_per_config(self.body.blocks, config_layers)
 
     def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
         if config is None:

@@ -179,7 +179,46 @@ class PerConfig(nn.Module):
         raise NotImplementedError
 
 
-class ConfigNorm(PerConfig):
+class ConfigCopies(PerConfig):
+    """Any module kept per channel configuration: each configuration its own copy, all starting equal.
+
+    In a grouped batch (:func:`activate_groups`) each configuration's slice runs through its own
+    copy. Subclasses name the copies (:attr:`copies_name`), which is how they appear in state dicts.
+    """
+
+    copies_name = "copies"
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.add_module(self.copies_name, nn.ModuleList(copy.deepcopy(module) for _ in ALL_CONFIGS))
+        self.active = 0
+        #: ``(configuration index, images)`` per slice of a grouped batch (:func:`activate_groups`), or None.
+        self.groups: list[tuple[int, int]] | None = None
+
+    @property
+    def per_config(self) -> nn.ModuleList:
+        return getattr(self, self.copies_name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        copies = self.per_config
+        if self.groups is None:
+            return copies[self.active](x)
+        # A grouped batch: each configuration's slice through its own copy (and its statistics).
+        slices = x.split([n for _, n in self.groups])
+        return torch.cat([copies[i](part) for (i, _), part in zip(self.groups, slices)])
+
+    def select(self, config: ChannelConfig) -> nn.Module:
+        """``config``'s own copy, a plain module of the wrapped type."""
+        return self.per_config[config.index]
+
+    resolve = select
+
+    def expand_plain(self, name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+        # Every configuration's copy starts from the plain one.
+        return {f"{self.copies_name}.{i}.{name}": tensor.clone() for i in range(len(self.per_config))}
+
+
+class ConfigNorm(ConfigCopies):
     """Any normalisation layer, kept per channel configuration ("switchable" normalisation).
 
     Features of an R-only input have other statistics than those of an RGB input all
@@ -187,29 +226,14 @@ class ConfigNorm(PerConfig):
     of them well. Each configuration gets its own copy of ``norm``, all starting equal.
     """
 
-    def __init__(self, norm: nn.Module) -> None:
-        super().__init__()
-        self.norms = nn.ModuleList(copy.deepcopy(norm) for _ in ALL_CONFIGS)
-        self.active = 0
-        #: ``(configuration index, images)`` per slice of a grouped batch (:func:`activate_groups`), or None.
-        self.groups: list[tuple[int, int]] | None = None
+    copies_name = "norms"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.groups is None:
-            return self.norms[self.active](x)
-        # A grouped batch: each configuration's slice through its own norm and statistics.
-        slices = x.split([n for _, n in self.groups])
-        return torch.cat([self.norms[i](part) for (i, _), part in zip(self.groups, slices)])
 
-    def select(self, config: ChannelConfig) -> nn.Module:
-        """``config``'s own norm, a plain module of the wrapped type."""
-        return self.norms[config.index]
+class ConfigLayer(ConfigCopies):
+    """A layer of the body (a convolution) kept per channel configuration: capacity where the
+    configurations compete, at no cost in FLOPs per image (``AnyChannelNet(config_layers=N)``)."""
 
-    resolve = select
-
-    def expand_plain(self, name: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
-        # Every configuration's norm starts from the plain one.
-        return {f"norms.{i}.{name}": tensor.clone() for i in range(len(self.norms))}
+    copies_name = "layers"
 
 
 class ConfigBatchNorm2d(ConfigNorm):
@@ -224,19 +248,20 @@ def activate_config(module: nn.Module, config: ChannelConfig) -> None:
     for m in module.modules():
         if isinstance(m, PerConfig):
             m.active = config.index
-            if isinstance(m, ConfigNorm):
+            if isinstance(m, ConfigCopies):
                 m.groups = None
 
 
 def activate_groups(module: nn.Module, groups: list[tuple[ChannelConfig, int]]) -> None:
     """Prepare ``module`` for one batch that concatenates ``groups`` (configuration, images) in order.
 
-    Only per-configuration norms can tell the slices apart; any other :class:`PerConfig` module
-    inside ``module`` raises ``TypeError`` (it would apply one configuration's weights to all).
+    Only modules kept as per-configuration copies (:class:`ConfigCopies`) can tell the slices apart; any
+    other :class:`PerConfig` module inside ``module`` raises ``TypeError`` (it would apply one
+    configuration's weights to all).
     """
     slices = [(config.index, n) for config, n in groups]
     for m in module.modules():
-        if isinstance(m, ConfigNorm):
+        if isinstance(m, ConfigCopies):
             m.groups = slices
         elif isinstance(m, PerConfig):
             raise TypeError(f"{type(m).__name__} keeps weights per configuration and cannot run a grouped batch")
