@@ -526,3 +526,22 @@ def test_int8_needs_the_training_data(export_copy, checkpoint, synthetic_dataset
     other = replace(synthetic_dataset, fingerprint="0" * 64)
     with pytest.raises(ExportError, match="not the data the model was trained on"):
         export_task("task1", "R", checkpoint=checkpoint, out=export_copy, int8=True, dataset=other)
+
+
+def test_a_model_with_per_configuration_layers_exports_each_configurations_own_copy(tmp_path):
+    """``config_layers``: each configuration's graph holds its own copy of the per-configuration layer,
+    verified against the unresolved model on that configuration (the copies differ, so a wrong copy fails)."""
+    from train.models import create_model
+    from train.models.layers import ConfigLayer
+
+    torch.manual_seed(0)
+    model = create_model("anychannel", num_classes=10, stem_width=8, widths=(8, 16, 32), config_layers=1).eval()
+    (layer,) = [m for m in model.modules() if isinstance(m, ConfigLayer)]
+    with torch.no_grad():
+        for i, conv in enumerate(layer.layers):
+            conv.weight.mul_(1 + 0.5 * i)
+    info = ModelInfo("task1", "anychannel", tuple(f"c{i}" for i in range(10)), 16, "fp")
+    for config in (R, RGB):
+        record = export_onnx(model.resolve(config).eval(), config, tmp_path / f"{config.name}.onnx", info,
+                             reference=lambda x, c=config: model(x, c))
+        assert record is not None and (tmp_path / f"{config.name}.onnx").is_file()
