@@ -96,7 +96,7 @@ ROWS: tuple[Row, ...] = (
     Row("sandwich-own", "variant: sandwich (RGB, one 1-channel, one other per step), each its own images",
         options=Task1Options(configs_per_step=3), every_seed=True),
     # Fewer passes over each image, and the compute they save spent on width: capacity where the
-    # configurations compete, at about the naive set's FLOPs (64 epochs on 50 images per class: 0.97x).
+    # configurations compete, at about the naive set's FLOPs (64 epochs on 50 images per class: 1.00x).
     Row("sandwich-own-width-1.33", "variant: sandwich (RGB, one 1-channel, one other per step), each its own "
         "images, at 1.33× width (the compute it saves spent on capacity)",
         options=Task1Options(configs_per_step=3, width=1.33), every_seed=True),
