@@ -169,7 +169,8 @@ def test_width_multiplier_scales_every_layer_of_ours_and_the_naive_cnn():
                                     {"width": 2.0, "widths": (8, 16, 32), "stem_width": 8},
                                     {"config_layers": 2, "widths": (8, 16, 32), "stem_width": 8}])
 def test_a_narrowed_model_comes_back_from_its_checkpoint(kwargs, tmp_path):
-    """``width`` travels in the checkpoint's model kwargs: export and resume rebuild the same shapes."""
+    """``width`` and ``config_layers`` travel in the checkpoint's model kwargs: export and resume rebuild
+    the same shapes."""
     from train.checkpoint import model_from_checkpoint
 
     torch.manual_seed(0)
@@ -238,6 +239,10 @@ def test_config_layers_give_each_configuration_its_own_last_convolution():
         assert count_flops(resolved, config, 16) == count_flops(shared.resolve(config), config, 16)
     with pytest.raises(ValueError, match="between 0 and the body's 3 convolutions, got 4"):
         create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL, config_layers=4)
+    from train.task1 import Task1Options
+
+    with pytest.raises(ValueError, match="config_layers keeps the compact network's"):
+        Task1Options(config_layers=1, backbone="resnet18")
 
 
 def test_grouped_batch_refuses_per_configuration_weights_it_cannot_slice():

@@ -60,6 +60,9 @@ class Task1Options:
         check_width(self.naive_width, "the naive CNNs' width")
         if self.width != 1.0 and self.backbone != COMPACT:
             raise ValueError("--width scales the compact network; a torchvision --backbone keeps its own widths")
+        if self.config_layers and self.backbone != COMPACT:
+            raise ValueError("config_layers keeps the compact network's last convolutions per configuration; "
+                             "a torchvision --backbone shares all of its own")
         joint_only = {"--configs-per-step": self.configs_per_step != 7, "--share-images": self.share_images,
                       "--distill": self.distill, "--allocation": self.allocation != "uniform"}
         if self.strategy != "joint" and any(joint_only.values()):
