@@ -100,6 +100,16 @@ ROWS: tuple[Row, ...] = (
     Row("sandwich-own-width-1.33", "variant: sandwich (RGB, one 1-channel, one other per step), each its own "
         "images, at 1.33× width (the compute it saves spent on capacity)",
         options=Task1Options(configs_per_step=3, width=1.33), every_seed=True),
+    # The wide sandwich on shared images, so the one- and two-channel groups also learn from RGB's
+    # prediction of the same pixels (in-place distillation): the same FLOPs as the row above.
+    Row("sandwich-width-1.33", "variant: sandwich (RGB, one 1-channel, one other per step), same images, "
+        "distilled from RGB, at 1.33× width", options=Task1Options(configs_per_step=3, width=1.33,
+                                                                  share_images=True, distill=True),
+        every_seed=True),
+    # The two capacity levers together: the wide sandwich, each configuration its own last convolution.
+    Row("sandwich-own-width-1.33-config-layers-1", "variant: sandwich (RGB, one 1-channel, one other per step), "
+        "each its own images, at 1.33× width, the body's last convolution kept per configuration",
+        options=Task1Options(configs_per_step=3, width=1.33, config_layers=1), every_seed=True),
     # Capacity where the configurations compete, at the same FLOPs: each configuration its own last
     # convolution (128 -> 256 channels, the body's largest), 2.18M parameters against the naive set's 2.81M.
     Row("anychannel-config-layers-1", "variant: anychannel, the body's last convolution kept per configuration "
@@ -762,7 +772,8 @@ def compared(budget: Budget) -> bool:
 #: Rows trained against the naive set along an epoch series, each a lever on the lead at long budgets:
 #: they get a row of the lead against epochs at each budget they ran.
 LEVERS: tuple[str, ...] = ("anychannel-naive-updates", "sandwich-own", "sandwich-own-width-1.33",
-                           "anychannel-inverse-channels", "anychannel-config-layers-1")
+                           "anychannel-inverse-channels", "anychannel-config-layers-1", "sandwich-width-1.33",
+                           "sandwich-own-width-1.33-config-layers-1")
 
 
 def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:
