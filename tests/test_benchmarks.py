@@ -119,6 +119,20 @@ def test_task1_benchmark_keeps_budgets_apart(tmp_path):
     assert budget_section("task2-real", larger, task2_real.MAIN_BUDGET) == "task2-real-8ep-64px"
 
 
+def test_task1_benchmark_rows_build_and_levers_name_rows():
+    """Every row's options build its model and strategy (a typo'd row fails here, not an hour into a run),
+    and every lever the convergence table lists is a row."""
+    from benchmarks import task1_real
+    from train.models import create_model
+
+    assert set(task1_real.LEVERS) <= set(task1_real.ROW_BY_KEY)
+    assert len(task1_real.ROW_BY_KEY) == len(task1_real.ROWS)
+    for row in (r for r in task1_real.ROWS if r.model == "anychannel"):
+        spec = row.options.anychannel_spec()
+        assert spec.build_strategy().configs == row.options.configs
+        create_model(spec.model, num_classes=5, **spec.model_kwargs)
+
+
 def _row_result(seed: int, flops: float, params: float = 4e5, **acc: float) -> dict:
     """A finished benchmark row as the task-1 report reads it (results.json's model entry)."""
     return {"configs": {c: {"test_acc": a} for c, a in acc.items()}, "seed": seed, "train_flops": flops,
