@@ -106,9 +106,11 @@ ROWS: tuple[Row, ...] = (
         "distilled from RGB, at 1.33× width", options=Task1Options(configs_per_step=3, width=1.33,
                                                                   share_images=True, distill=True),
         every_seed=True),
-    # The two capacity levers together: the wide sandwich, each configuration its own last convolution.
+    # The two capacity levers together: the wide sandwich, each configuration its own last convolution
+    # (more parameters than the naive set's 2.81M, the same FLOPs).
     Row("sandwich-own-width-1.33-config-layers-1", "variant: sandwich (RGB, one 1-channel, one other per step), "
-        "each its own images, at 1.33× width, the body's last convolution kept per configuration",
+        "each its own images, at 1.33× width, the body's last convolution kept per configuration (3.84M "
+        "parameters)",
         options=Task1Options(configs_per_step=3, width=1.33, config_layers=1), every_seed=True),
     # Capacity where the configurations compete, at the same FLOPs: each configuration its own last
     # convolution (128 -> 256 channels, the body's largest), 2.18M parameters against the naive set's 2.81M.

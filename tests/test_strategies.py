@@ -324,14 +324,19 @@ def test_summary_prints_each_model_and_refuses_an_image_too_small_for_one():
     assert small.exit_code == 2 and "--image-size 16 is too small for course" in small.output, small.output
 
 
-def test_the_sampled_strategy_passes_the_cli_checks(tmp_path):
-    """``--strategy sampled`` (the earlier recipe) reaches the data, as every documented strategy must."""
+@pytest.mark.parametrize("recipe", [
+    ["--strategy", "sampled"],  # the earlier recipe
+    ["--configs-per-step", "3", "--width", "1.33"],  # docs/training.md's recipes for long budgets
+    ["--configs-per-step", "3", "--width", "1.33", "--share-images", "--distill"],
+])
+def test_documented_recipes_pass_the_cli_checks(recipe, tmp_path):
+    """Each recipe the docs give a user reaches the data: its options go together."""
     from typer.testing import CliRunner
 
     import cli
 
     missing = tmp_path / "missing"
-    result = CliRunner().invoke(cli.app, ["train", "task1", "--strategy", "sampled", "--data", str(missing)])
+    result = CliRunner().invoke(cli.app, ["train", "task1", *recipe, "--data", str(missing)])
     assert result.exit_code == 2 and f"dataset folder {missing} does not exist" in result.output, result.output
 
 
