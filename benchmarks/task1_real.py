@@ -106,6 +106,10 @@ ROWS: tuple[Row, ...] = (
         "distilled from RGB, at 1.33× width", options=Task1Options(configs_per_step=3, width=1.33,
                                                                   share_images=True, distill=True),
         every_seed=True),
+    # Its control: shared images without the distillation target, to split the distilled row's gain.
+    Row("sandwich-shared-width-1.33", "variant: sandwich (RGB, one 1-channel, one other per step), same images, "
+        "at 1.33× width (not distilled)", options=Task1Options(configs_per_step=3, width=1.33, share_images=True),
+        every_seed=True),
     # The two capacity levers together: the wide sandwich, each configuration its own last convolution
     # (more parameters than the naive set's 2.81M, the same FLOPs).
     Row("sandwich-own-width-1.33-config-layers-1", "variant: sandwich (RGB, one 1-channel, one other per step), "
@@ -775,7 +779,7 @@ def compared(budget: Budget) -> bool:
 #: they get a row of the lead against epochs at each budget they ran.
 LEVERS: tuple[str, ...] = ("anychannel-naive-updates", "sandwich-own", "sandwich-own-width-1.33",
                            "anychannel-inverse-channels", "anychannel-config-layers-1", "sandwich-width-1.33",
-                           "sandwich-own-width-1.33-config-layers-1")
+                           "sandwich-shared-width-1.33", "sandwich-own-width-1.33-config-layers-1")
 
 
 def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:
