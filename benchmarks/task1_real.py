@@ -79,6 +79,9 @@ class Row:
     batch_factor: int = 1
 
 
+#: How every sandwich row's label begins: the rule, then what the row changes.
+SANDWICH = "variant: sandwich (RGB, one 1-channel, one other per step)"
+
 #: In table order, from the previous design up to anychannel, then variants and controls. The
 #: rows run for every seed (the headline) train first, so a stopped benchmark has them.
 ROWS: tuple[Row, ...] = (
@@ -91,30 +94,26 @@ ROWS: tuple[Row, ...] = (
     Row("anychannel", "+ each configuration its own images: anychannel, the default", every_seed=True),
     Row("joint-distill", "variant: joint on the same images + in-place distillation from RGB",
         options=Task1Options(share_images=True, distill=True)),
-    Row("sandwich", "variant: sandwich (RGB, one 1-channel, one other per step), same images, distilled",
+    Row("sandwich", f"{SANDWICH}, same images, distilled",
         options=Task1Options(configs_per_step=3, share_images=True, distill=True)),
-    Row("sandwich-own", "variant: sandwich (RGB, one 1-channel, one other per step), each its own images",
+    Row("sandwich-own", f"{SANDWICH}, each its own images",
         options=Task1Options(configs_per_step=3), every_seed=True),
     # Fewer passes over each image, and the compute they save spent on width: capacity where the
     # configurations compete, at about the naive set's FLOPs (64 epochs on 50 images per class: 1.00x).
-    Row("sandwich-own-width-1.33", "variant: sandwich (RGB, one 1-channel, one other per step), each its own "
-        "images, at 1.33× width (the compute it saves spent on capacity)",
+    Row("sandwich-own-width-1.33", f"{SANDWICH}, each its own images, at 1.33× width (the compute it saves "
+        "spent on capacity)",
         options=Task1Options(configs_per_step=3, width=1.33), every_seed=True),
     # The wide sandwich on shared images, so the one- and two-channel groups also learn from RGB's
     # prediction of the same pixels (in-place distillation): the same FLOPs as the row above.
-    Row("sandwich-width-1.33", "variant: sandwich (RGB, one 1-channel, one other per step), same images, "
-        "distilled from RGB, at 1.33× width", options=Task1Options(configs_per_step=3, width=1.33,
-                                                                  share_images=True, distill=True),
-        every_seed=True),
+    Row("sandwich-width-1.33", f"{SANDWICH}, same images, distilled from RGB, at 1.33× width",
+        options=Task1Options(configs_per_step=3, width=1.33, share_images=True, distill=True), every_seed=True),
     # Its control: shared images without the distillation target, to split the distilled row's gain.
-    Row("sandwich-shared-width-1.33", "variant: sandwich (RGB, one 1-channel, one other per step), same images, "
-        "at 1.33× width (not distilled)", options=Task1Options(configs_per_step=3, width=1.33, share_images=True),
-        every_seed=True),
+    Row("sandwich-shared-width-1.33", f"{SANDWICH}, same images, at 1.33× width (not distilled)",
+        options=Task1Options(configs_per_step=3, width=1.33, share_images=True), every_seed=True),
     # The two capacity levers together: the wide sandwich, each configuration its own last convolution
     # (more parameters than the naive set's 2.81M, the same FLOPs).
-    Row("sandwich-own-width-1.33-config-layers-1", "variant: sandwich (RGB, one 1-channel, one other per step), "
-        "each its own images, at 1.33× width, the body's last convolution kept per configuration (3.84M "
-        "parameters)",
+    Row("sandwich-own-width-1.33-config-layers-1", f"{SANDWICH}, each its own images, at 1.33× width, the "
+        "body's last convolution kept per configuration (3.84M parameters)",
         options=Task1Options(configs_per_step=3, width=1.33, config_layers=1), every_seed=True),
     # Capacity where the configurations compete, at the same FLOPs: each configuration its own last
     # convolution (128 -> 256 channels, the body's largest), 2.18M parameters against the naive set's 2.81M.
