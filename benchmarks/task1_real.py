@@ -79,8 +79,13 @@ class Row:
     batch_factor: int = 1
 
 
-#: How every sandwich row's label begins: the rule, then what the row changes.
-SANDWICH = "variant: sandwich (RGB, one 1-channel, one other per step)"
+def sandwich_rule(per_step: int) -> str:
+    """How a sandwich row's label begins: the rule at ``per_step`` configurations; then what the row changes."""
+    others = per_step - 2
+    return f"variant: sandwich (RGB, one 1-channel, {'one other' if others == 1 else f'{others} others'} per step)"
+
+
+SANDWICH = sandwich_rule(3)
 
 #: In table order, from the previous design up to anychannel, then variants and controls. The
 #: rows run for every seed (the headline) train first, so a stopped benchmark has them.
@@ -110,6 +115,10 @@ ROWS: tuple[Row, ...] = (
     # Its control: shared images without the distillation target, to split the distilled row's gain.
     Row("sandwich-shared-width-1.33", f"{SANDWICH}, same images, at 1.33× width (not distilled)",
         options=Task1Options(configs_per_step=3, width=1.33, share_images=True), every_seed=True),
+    # The other point of the same trade (views per step against width, at the naive set's FLOPs): four
+    # configurations per step at 1.18x width, so each configuration trains more often on a narrower body.
+    Row("sandwich-4-width-1.18", f"{sandwich_rule(4)}, same images, distilled from RGB, at 1.18× width",
+        options=Task1Options(configs_per_step=4, width=1.18, share_images=True, distill=True), every_seed=True),
     # The two capacity levers together: the wide sandwich, each configuration its own last convolution
     # (more parameters than the naive set's 2.81M, the same FLOPs).
     Row("sandwich-own-width-1.33-config-layers-1", f"{SANDWICH}, each its own images, at 1.33× width, the "
@@ -778,7 +787,8 @@ def compared(budget: Budget) -> bool:
 #: they get a row of the lead against epochs at each budget they ran.
 LEVERS: tuple[str, ...] = ("anychannel-naive-updates", "sandwich-own", "sandwich-own-width-1.33",
                            "anychannel-inverse-channels", "anychannel-config-layers-1", "sandwich-width-1.33",
-                           "sandwich-shared-width-1.33", "sandwich-own-width-1.33-config-layers-1")
+                           "sandwich-shared-width-1.33", "sandwich-own-width-1.33-config-layers-1",
+                           "sandwich-4-width-1.18")
 
 
 def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:
