@@ -81,8 +81,8 @@ class Row:
 
 def sandwich_rule(per_step: int) -> str:
     """How a sandwich row's label begins: the rule at ``per_step`` configurations; then what the row changes."""
-    others = per_step - 2
-    return f"variant: sandwich (RGB, one 1-channel, {'one other' if others == 1 else f'{others} others'} per step)"
+    others = ("one other", "two others", "three others", "four others")[per_step - 3]
+    return f"variant: sandwich (RGB, one 1-channel, {others} per step)"
 
 
 SANDWICH = sandwich_rule(3)
