@@ -81,7 +81,7 @@ class Row:
 
 def sandwich_rule(per_step: int) -> str:
     """How a sandwich row's label begins: the rule at ``per_step`` configurations; then what the row changes."""
-    others = ("one other", "two others", "three others", "four others")[per_step - 3]
+    others = {3: "one other", 4: "two others", 5: "three others"}[per_step]
     return f"variant: sandwich (RGB, one 1-channel, {others} per step)"
 
 
@@ -98,7 +98,7 @@ ROWS: tuple[Row, ...] = (
         options=Task1Options(share_images=True)),
     Row("anychannel", "+ each configuration its own images: anychannel, the default", every_seed=True),
     Row("joint-distill", "variant: joint on the same images + in-place distillation from RGB",
-        options=Task1Options(share_images=True, distill=True)),
+        options=Task1Options(share_images=True, distill=True), every_seed=True),
     Row("sandwich", f"{SANDWICH}, same images, distilled",
         options=Task1Options(configs_per_step=3, share_images=True, distill=True)),
     Row("sandwich-own", f"{SANDWICH}, each its own images",
@@ -788,7 +788,7 @@ def compared(budget: Budget) -> bool:
 LEVERS: tuple[str, ...] = ("anychannel-naive-updates", "sandwich-own", "sandwich-own-width-1.33",
                            "anychannel-inverse-channels", "anychannel-config-layers-1", "sandwich-width-1.33",
                            "sandwich-shared-width-1.33", "sandwich-own-width-1.33-config-layers-1",
-                           "sandwich-4-width-1.18")
+                           "sandwich-4-width-1.18", "joint-distill")
 
 
 def epoch_series(budgets: list[Budget]) -> dict[tuple, list[Budget]]:
