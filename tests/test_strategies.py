@@ -328,7 +328,8 @@ def test_summary_prints_each_model_and_refuses_an_image_too_small_for_one():
     ["--strategy", "sampled"],  # the earlier recipe
     ["--configs-per-step", "3", "--width", "1.33"],  # levers docs/training.md measured at long budgets
     ["--configs-per-step", "3", "--width", "1.33", "--share-images", "--distill"],
-    ["--configs-per-step", "4", "--width", "1.18", "--share-images", "--distill"],  # the long-budget recipe
+    ["--configs-per-step", "4", "--width", "1.18", "--share-images", "--distill"],  # the long-budget recipes
+    ["--share-images", "--distill"],
 ])
 def test_documented_recipes_pass_the_cli_checks(recipe, tmp_path):
     """Each recipe the docs give a user reaches the data: its options go together."""
