@@ -300,7 +300,50 @@ def step_parts(split, cfg: TrainConfig, anychannel_spec) -> dict[str, Callable[[
             "naive body": timed(lambda: rest(naive_pooled), len(images))}
 
 
-def measure_step_time(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -> dict:
+def measure_step_time(args, processes: int = 5, steps: int = 10, rounds: int = 5, warmup: int = 5) -> dict:
+    """:func:`step_time_in_one_process` in ``processes`` fresh interpreters, one after another; each
+    figure is its median over the processes, and ``ratios`` lists each process's ratio.
+
+    Fresh interpreters because a process's memory layout moves its speed: on the 2-core AMD EPYC the
+    same grouped body's forward took 34 ms in one process and 48 ms in the next, and in one process
+    of three every naive model ran 1.4x slower than in the other two while anychannel did not.
+    Within a process the models take turns, so its ratio is fair to that process; across processes
+    it scattered from 0.80x to 1.10x, which one process cannot show.
+    """
+    if processes < 1:
+        raise ValueError(f"--step-time-processes must be at least 1, got {processes}")
+    if processes == 1:
+        each = [step_time_in_one_process(args, steps, rounds, warmup)]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn, one task per child: a new address space each time (a fork would inherit this one's).
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+            each = [pool.submit(step_time_in_one_process, args, steps, rounds, warmup).result()
+                    for _ in range(processes)]
+    result = combine_step_times(each)
+    keep_results_text(json.dumps(result, indent=1), step_time_file(args))
+    return result
+
+
+def combine_step_times(each: list[dict]) -> dict:
+    """The median over processes of every figure of :func:`step_time_in_one_process`, with each ratio."""
+    def median_of(key: str) -> float:
+        return statistics.median(e[key] for e in each)
+
+    def medians(key: str) -> dict[str, float]:
+        return {name: statistics.median(e[key][name] for e in each) for name in each[0][key]}
+
+    scalars = [k for k, v in each[0].items() if isinstance(v, float) and k != "ratio"]
+    return {**{k: median_of(k) for k in scalars},
+            "naive_seconds_per_view": medians("naive_seconds_per_view"),
+            "ratio": median_of("ratio"), "ratios": [e["ratio"] for e in each], "processes": len(each),
+            "threads": 1, "steps": each[0]["steps"], "rounds": each[0]["rounds"],
+            "parts_seconds_per_view": medians("parts_seconds_per_view"), "machine": each[0]["machine"]}
+
+
+def step_time_in_one_process(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -> dict:
     """Seconds per training view (image x configuration) of anychannel and of each naive model, in this
     one process (one thread). The models take turns, ``steps`` training steps each per round, and
     each model's figure is its median round: the cores are shared, so a slow minute then touches
@@ -352,12 +395,10 @@ def measure_step_time(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -
     anychannel, per_group = median.pop("anychannel"), median.pop("anychannel-per-group")
     naive = {name.removeprefix("naive-"): t for name, t in median.items()}
     parts = take_turns(step_parts(split, cfg, anychannel_spec), steps, rounds, warmup)
-    result = {"anychannel_seconds_per_view": anychannel, "anychannel_per_group_seconds_per_view": per_group,
-              "naive_seconds_per_view": naive,
-              "ratio": anychannel / (sum(naive.values()) / len(ALL_CONFIGS)), "threads": 1, "steps": steps,
-              "rounds": rounds, "parts_seconds_per_view": parts, "machine": machine()}
-    keep_results_text(json.dumps(result, indent=1), step_time_file(args))
-    return result
+    return {"anychannel_seconds_per_view": anychannel, "anychannel_per_group_seconds_per_view": per_group,
+            "naive_seconds_per_view": naive,
+            "ratio": anychannel / (sum(naive.values()) / len(ALL_CONFIGS)), "threads": 1, "steps": steps,
+            "rounds": rounds, "parts_seconds_per_view": parts, "machine": machine()}
 
 
 def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
@@ -529,11 +570,15 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                  "shared cores.")
     if step_time_file(args).exists():
         step = json.loads(step_time_file(args).read_text())
+        processes = step.get("processes", 1)
+        repeats = "" if processes == 1 else f"; that in {processes} fresh processes, median over them"
+        spread_text = ("" if processes == 1 else
+                       f" (each process: {', '.join(f'{r:.2f}×' for r in step['ratios'])})")
         lines.append(f"- Wall time under equal conditions (`--step-time`: the 8 models take turns in one process, "
                      f"{step['threads']} thread, {step['rounds']} rounds of {step['steps']} training steps each; "
-                     f"median round): anychannel {1e6 * step['anychannel_seconds_per_view']:.0f} µs "
+                     f"median round{repeats}): anychannel {1e6 * step['anychannel_seconds_per_view']:.0f} µs "
                      f"per view, the naive models {1e6 * statistics.mean(step['naive_seconds_per_view'].values()):.0f} µs "
-                     f"on average: {step['ratio']:.2f}×"
+                     f"on average: {step['ratio']:.2f}×{spread_text}"
                      + (f"; with the shared body run once per configuration group instead of once per step, "
                         f"{1e6 * step['anychannel_per_group_seconds_per_view']:.0f} µs, "
                         f"{step['anychannel_per_group_seconds_per_view'] / step['anychannel_seconds_per_view']:.2f}× "
@@ -1117,7 +1162,11 @@ def main() -> None:
                              "against epochs up to where the naive set converges.")
     parser.add_argument("--step-time", action="store_true",
                         help="Only measure seconds per training view of anychannel and of each naive model, taking "
-                             "turns in one process (median of rounds), then rewrite the report.")
+                             "turns in one process (median of rounds), in --step-time-processes fresh processes "
+                             "(median over them), then rewrite the report.")
+    parser.add_argument("--step-time-processes", type=int, default=5, metavar="K",
+                        help="Fresh processes --step-time measures in, one after another (default 5): a process's "
+                             "memory layout moves its speed by several percent.")
     args = parser.parse_args()
     keys = parse_seeds_and_rows(parser, args, list(ROW_BY_KEY))
     if args.lr is not None and not args.lr > 0:
@@ -1148,7 +1197,9 @@ def main() -> None:
             else:
                 train_in_processes(train_row, jobs, args.workers)
     elif args.step_time:
-        print(json.dumps(measure_step_time(args), indent=1))
+        if args.step_time_processes < 1:
+            parser.error(f"--step-time-processes must be at least 1, got {args.step_time_processes}")
+        print(json.dumps(measure_step_time(args, args.step_time_processes), indent=1))
     elif not args.report_only:
         from train.data import load_dataset
 

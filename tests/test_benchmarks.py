@@ -485,6 +485,36 @@ def test_task1_headline_reports_the_step_time_and_its_parts(tmp_path, monkeypatc
             "1400 (as one configuration, without the slices: 1300) against the naive body 1200.") in text
 
 
+def test_task1_step_time_combines_fresh_processes_by_their_median(tmp_path, monkeypatch):
+    """--step-time-processes K: each figure is the median over the processes, each process's ratio is
+    kept, and the report gives them beside the median."""
+    import json
+
+    from benchmarks import task1_real
+
+    def one(scale: float, ratio: float) -> dict:
+        return {"anychannel_seconds_per_view": 1.1e-3 * scale, "anychannel_per_group_seconds_per_view": 1.2e-3 * scale,
+                "naive_seconds_per_view": dict.fromkeys(task1_real.CONFIG_NAMES, 1e-3 * scale), "ratio": ratio,
+                "threads": 1, "steps": 10, "rounds": 5, "machine": "box A",
+                "parts_seconds_per_view": {"anychannel stem": 4e-4 * scale, "naive first layer": 6e-4,
+                                           "anychannel body, grouped": 1.4e-3, "naive body": 1.2e-3,
+                                           "anychannel body, one configuration": 1.3e-3}}
+
+    step = task1_real.combine_step_times([one(1.0, 1.10), one(0.8, 0.98), one(1.2, 1.04)])
+    assert step["ratio"] == 1.04 and step["ratios"] == [1.10, 0.98, 1.04] and step["processes"] == 3
+    assert step["anychannel_seconds_per_view"] == pytest.approx(1.1e-3)
+    assert step["naive_seconds_per_view"]["RB"] == pytest.approx(1e-3)
+    assert step["parts_seconds_per_view"]["anychannel stem"] == pytest.approx(4e-4)
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        task1_real.measure_step_time(None, processes=0)
+    (tmp_path / "step-time.json").write_text(json.dumps(step))
+    budgets, _ = _fold(tmp_path, monkeypatch)
+    monkeypatch.setattr(task1_real, "step_time_file", lambda a: tmp_path / "step-time.json")
+    text = task1_real.report(budgets)
+    assert ("median round; that in 3 fresh processes, median over them): anychannel 1100 µs per view, the naive "
+            "models 1000 µs on average: 1.04× (each process: 1.10×, 0.98×, 1.04×); with the shared body") in text
+
+
 # --- README and docs against BENCHMARKS.md -------------------------------------------------------------
 
 #: A figure: a number with a decimal point, a sign, ×, % or "/7" (see the README test's docstring).
