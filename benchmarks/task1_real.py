@@ -340,7 +340,9 @@ def combine_step_times(each: list[dict]) -> dict:
             "naive_seconds_per_view": medians("naive_seconds_per_view"),
             "ratio": median_of("ratio"), "ratios": [e["ratio"] for e in each], "processes": len(each),
             "threads": 1, "steps": each[0]["steps"], "rounds": each[0]["rounds"],
-            "parts_seconds_per_view": medians("parts_seconds_per_view"), "machine": each[0]["machine"]}
+            "parts_seconds_per_view": medians("parts_seconds_per_view"),
+            **({"operators_per_step": each[0]["operators_per_step"]} if "operators_per_step" in each[0] else {}),
+            "machine": each[0]["machine"]}
 
 
 def step_time_in_one_process(args, steps: int = 10, rounds: int = 5, warmup: int = 5) -> dict:
@@ -359,8 +361,9 @@ def step_time_in_one_process(args, steps: int = 10, rounds: int = 5, warmup: int
     split = SplitTensors(load_dataset(training_data(args), args.image_size).splits["train"])
     cfg = TrainConfig()
 
-    def stepper(spec: RunSpec) -> Callable[[int], float]:
-        """Runs ``n`` real training steps of ``spec``'s model; returns seconds per view."""
+    def stepper(spec: RunSpec) -> tuple[Callable[[int], float], Callable[[], int]]:
+        """Runs ``n`` real training steps of ``spec``'s model and returns seconds per view; and counts
+        the operator calls of one step (:func:`operators_per_step`), the data's preparation left out."""
         torch.manual_seed(0)
         model = to_channels_last(create_model(spec.model, num_classes=50, **spec.model_kwargs)).train()
         strategy = spec.build_strategy()
@@ -368,29 +371,40 @@ def step_time_in_one_process(args, steps: int = 10, rounds: int = 5, warmup: int
         optimizer = make_optimizer(model, cfg, torch.device("cpu"))
         batches = strategy.steps(split, cfg.batch_size, torch.Generator().manual_seed(0))
 
+        def next_groups() -> list:
+            return [replace(g, inputs=g.inputs.contiguous(memory_format=torch.channels_last)) for g in next(batches)]
+
+        def train_step(groups: list) -> None:
+            loss, _ = step(groups, cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
         def run(n: int) -> float:
             views, seconds = 0, 0.0
             for _ in range(n):
-                groups = [replace(g, inputs=g.inputs.contiguous(memory_format=torch.channels_last))
-                          for g in next(batches)]
+                groups = next_groups()
                 t0 = time.perf_counter()
-                loss, _ = step(groups, cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                train_step(groups)
                 seconds += time.perf_counter() - t0
                 views += sum(len(g.labels) for g in groups)
             return seconds / views
-        return run
+
+        def count() -> int:
+            groups = next_groups()
+            return operators_per_step(lambda: train_step(groups))
+        return run, count
 
     from train.task1 import run_specs
 
-    models = {f"naive-{spec.configs[0].name}": stepper(spec) for spec in run_specs("naive")}
+    steppers = {f"naive-{spec.configs[0].name}": stepper(spec) for spec in run_specs("naive")}
     anychannel_spec = run_specs("anychannel")[0]
-    models["anychannel"] = stepper(anychannel_spec)
+    steppers["anychannel"] = stepper(anychannel_spec)
     # The ablation: the shared body once per configuration group instead of once per step.
-    models["anychannel-per-group"] = stepper(replace(
+    steppers["anychannel-per-group"] = stepper(replace(
         anychannel_spec, strategy_options={**anychannel_spec.strategy_options, "grouped": False}))
+    operators = {name: steppers[name][1]() for name in ("anychannel", "naive-RGB")}
+    models = {name: run for name, (run, _) in steppers.items()}
     median = take_turns(models, steps, rounds, warmup)
     anychannel, per_group = median.pop("anychannel"), median.pop("anychannel-per-group")
     naive = {name.removeprefix("naive-"): t for name, t in median.items()}
@@ -398,7 +412,17 @@ def step_time_in_one_process(args, steps: int = 10, rounds: int = 5, warmup: int
     return {"anychannel_seconds_per_view": anychannel, "anychannel_per_group_seconds_per_view": per_group,
             "naive_seconds_per_view": naive,
             "ratio": anychannel / (sum(naive.values()) / len(ALL_CONFIGS)), "threads": 1, "steps": steps,
-            "rounds": rounds, "parts_seconds_per_view": parts, "machine": machine()}
+            "rounds": rounds, "parts_seconds_per_view": parts, "operators_per_step": operators, "machine": machine()}
+
+
+def operators_per_step(train_step: Callable[[], object]) -> int:
+    """The operator calls of ``train_step()`` (one step's forward, backward and update): the top-level
+    events of torch's profiler, each one dispatch whatever the tensor sizes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step()
+    return sum(1 for event in prof.events() if event.cpu_parent is None)
 
 
 def load_rows(args, seeds: list[int]) -> dict[str, list[dict]]:
@@ -591,7 +615,11 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                          f"anychannel's stem {part['anychannel stem']} against the naive CNN's first layer "
                          f"{part['naive first layer']}; the shared body over the grouped batch "
                          f"{part['anychannel body, grouped']} (as one configuration, without the slices: "
-                         f"{part['anychannel body, one configuration']}) against the naive body {part['naive body']}.")
+                         f"{part['anychannel body, one configuration']}) against the naive body {part['naive body']}"
+                         + (f"; operators per step (forward, backward and update, top-level calls in torch's "
+                            f"profiler): anychannel {step['operators_per_step']['anychannel']}, the naive RGB CNN "
+                            f"{step['operators_per_step']['naive-RGB']}" if "operators_per_step" in step else "")
+                         + ".")
     return lines
 
 

@@ -466,6 +466,32 @@ def test_task1_step_parts_time_the_parts_the_models_differ_in(synthetic_dataset)
     assert all(0 < t < 1 for t in parts.values())
 
 
+def test_task1_operators_per_step_counts_a_training_step(synthetic_dataset):
+    """anychannel's step issues several times the naive CNN's operator calls (its seven groups)."""
+    import torch
+
+    from benchmarks import task1_real
+    from train.engine import StepModule, TrainConfig, make_optimizer
+    from train.models import create_model
+    from train.task1 import run_specs
+    from train.data import SplitTensors
+
+    split = SplitTensors(synthetic_dataset.splits["train"])
+    counts = {}
+    for spec in (run_specs("anychannel")[0], run_specs("naive")[0]):
+        model = create_model(spec.model, num_classes=synthetic_dataset.num_classes, **spec.model_kwargs).train()
+        strategy = spec.build_strategy()
+        step, optimizer = StepModule(model, strategy), make_optimizer(model, TrainConfig(), torch.device("cpu"))
+        groups = next(strategy.steps(split, 14, torch.Generator().manual_seed(0)))
+
+        def train_step() -> None:
+            loss, _ = step(groups, 0.1)
+            loss.backward()
+            optimizer.step()
+        counts[spec.model] = task1_real.operators_per_step(train_step)
+    assert 3 * counts["naive"] < counts["anychannel"]
+
+
 def test_task1_headline_reports_the_step_time_and_its_parts(tmp_path, monkeypatch):
     import json
 
@@ -496,6 +522,7 @@ def test_task1_step_time_combines_fresh_processes_by_their_median(tmp_path, monk
         return {"anychannel_seconds_per_view": 1.1e-3 * scale, "anychannel_per_group_seconds_per_view": 1.2e-3 * scale,
                 "naive_seconds_per_view": dict.fromkeys(task1_real.CONFIG_NAMES, 1e-3 * scale), "ratio": ratio,
                 "threads": 1, "steps": 10, "rounds": 5, "machine": "box A",
+                "operators_per_step": {"anychannel": 620, "naive-RGB": 76},
                 "parts_seconds_per_view": {"anychannel stem": 4e-4 * scale, "naive first layer": 6e-4,
                                            "anychannel body, grouped": 1.4e-3, "naive body": 1.2e-3,
                                            "anychannel body, one configuration": 1.3e-3}}
@@ -513,6 +540,8 @@ def test_task1_step_time_combines_fresh_processes_by_their_median(tmp_path, monk
     text = task1_real.report(budgets)
     assert ("median round; that in 3 fresh processes, median over them): anychannel 1100 µs per view, the naive "
             "models 1000 µs on average: 1.04× (each process: 1.10×, 0.98×, 1.04×); with the shared body") in text
+    assert ("against the naive body 1200; operators per step (forward, backward and update, top-level calls in "
+            "torch's profiler): anychannel 620, the naive RGB CNN 76.") in text
 
 
 # --- README and docs against BENCHMARKS.md -------------------------------------------------------------
