@@ -215,6 +215,37 @@ def test_grouped_forward_equals_one_pass_per_group_forward_and_backward(config_l
     assert grouped(xs[4], ALL_CONFIGS[4]).shape == (len(xs[4]), 10)
 
 
+@pytest.mark.parametrize("stem", ["conv-with-bias", "stem"])
+def test_stem_forward_groups_equals_one_call_per_group(stem):
+    """The batched kernel attention and kernel mixing of a grouped step: the same outputs and gradients
+    (kernels, attention, per-configuration biases and norms) as the stem called once per group; in
+    evaluation the per-group exported form itself."""
+    from train.models.layers import ChannelAdaptiveConv, ChannelAdaptiveStem
+
+    torch.manual_seed(0)
+    per_group = ChannelAdaptiveConv(6, bias=True) if stem == "conv-with-bias" else ChannelAdaptiveStem(6)
+    with torch.no_grad():
+        per_group.config_bias.normal_()  # distinct per configuration, as after training
+    batched = copy.deepcopy(per_group)
+    xs = _grouped_batch()
+    expected = [per_group(x, c) for x, c in zip(xs, ALL_CONFIGS)]
+    got = batched.forward_groups(xs, ALL_CONFIGS)
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+        assert g.is_contiguous(memory_format=torch.channels_last) == e.is_contiguous(memory_format=torch.channels_last)
+    weights = [torch.randn_like(e) for e in expected]
+    sum((e * w).sum() for e, w in zip(expected, weights)).backward()
+    sum((g * w).sum() for g, w in zip(got, weights)).backward()
+    for (name, p), q in zip(per_group.named_parameters(), batched.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
+    batched.eval(), per_group.eval()  # (running statistics differ by the training outputs' float error)
+    for x, c, g in zip(xs, ALL_CONFIGS, batched.forward_groups(xs, ALL_CONFIGS)):
+        torch.testing.assert_close(g, per_group(x, c), rtol=1e-5, atol=1e-5)
+        assert torch.equal(g, batched(x, c))
+    with pytest.raises(ValueError, match="RB input needs 2 channels, got 3"):
+        batched.train().forward_groups([xs[0], xs[0]], [ALL_CONFIGS[0], ChannelConfig("RB")])
+
+
 def test_config_layers_give_each_configuration_its_own_last_convolution():
     """``config_layers=1``: the body's last convolution is kept per configuration (each trains its own
     copy), FLOPs unchanged; ``resolve`` keeps one copy, so the exported graph is a plain network."""

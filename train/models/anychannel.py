@@ -140,14 +140,15 @@ class AnyChannelNet(nn.Module):
     def forward_groups(self, inputs: Sequence[torch.Tensor], configs: Sequence[ChannelConfig]) -> list[torch.Tensor]:
         """The logits of each group, as ``[self(x, c) for x, c in zip(inputs, configs)]`` up to float error.
 
-        Only the stem runs per group (the groups' channel counts differ); the shared body runs
+        Only the stem runs per group (the groups' channel counts differ), and of it only what depends on
+        the channel count (:meth:`ChannelAdaptiveStem.forward_groups`); the shared body runs
         once over the concatenated batch, each configuration's batch norms on its own slice. A
         joint training step then launches the body's kernels once instead of once per configuration,
         on a batch as large as a naive model's. The body's opening max pool also runs per group: it
         is per image, and a group's full-resolution map is still in cache, and the concatenation
         then copies a quarter of it.
         """
-        stems = [self.body.pool(self.stem(x, c)) for x, c in zip(inputs, configs)]
+        stems = [self.body.pool(y) for y in self.stem.forward_groups(inputs, configs)]
         sizes = [len(x) for x in inputs]
         activate_groups(self.body, list(zip(configs, sizes)))
         try:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -90,17 +92,28 @@ def _aggregated_form(x: torch.Tensor, attention: torch.Tensor, weight: torch.Ten
 
 def _unfold_form(x: torch.Tensor, attention: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  stride: Pair, padding: Pair, dilation: Pair) -> torch.Tensor:
-    # An NCHW output ran the stem's norm, activation and first pool in NCHW and made the first body
-    # convolution convert its input, forward and backward (a quarter of a training step): so a
-    # permuted view of B x (H*W) x O, channels-last.
+    k, out_ch = weight.shape[:2]
+    kernels = (attention @ weight.reshape(k, -1)).view(x.shape[0], out_ch, -1)
+    return unfold_conv(x, kernels, None if bias is None else attention @ bias, weight.shape[-2:], stride, padding,
+                       dilation)
+
+
+def unfold_conv(x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor | None, kernel_size: Pair,
+                stride: Pair, padding: Pair, dilation: Pair) -> torch.Tensor:
+    """A convolution with a kernel per sample (``kernels``: ``B x O x (C*kh*kw)``, ``bias``: ``B x O``),
+    as im2col and one batched matmul: the ``unfold`` form of :func:`dynamic_conv` once the kernels are mixed.
+
+    Its output is channels-last: an NCHW output ran the stem's norm, activation and first pool in NCHW
+    and made the first body convolution convert its input, forward and backward (a quarter of a
+    training step); so a permuted view of ``B x (H*W) x O``.
+    """
     b, _, h, w = x.shape
-    k, out_ch, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # B x (I*kh*kw) x L
-    kernels = (attention @ weight.reshape(k, -1)).view(b, out_ch, -1)
+    out_ch = kernels.shape[1]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # B x (C*kh*kw) x L
     y = torch.bmm(cols.transpose(1, 2), kernels.transpose(1, 2))  # B x L x O
     if bias is not None:
-        y = y + (attention @ bias).unsqueeze(1)
+        y = y + bias.unsqueeze(1)
     out_h, out_w = _output_size(h, kh, sh, ph, dh), _output_size(w, kw, sw, pw, dw)
     return y.view(b, out_h, out_w, out_ch).permute(0, 3, 1, 2)
 
@@ -339,8 +352,7 @@ class ChannelAdaptiveConv(PerConfig):
 
     def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
         config = config or ALL_CONFIGS[self.active]
-        if x.shape[1] != config.num_channels:
-            raise ValueError(f"{config} input needs {config.num_channels} channels, got {x.shape[1]}")
+        self._check_channels(x, config)
         attn = self._attention(x, config)
         # Training: the im2col form, the fastest to train here. Evaluation: the form the resolved,
         # exported stem computes, so the same rounding, which a deep backbone would otherwise amplify
@@ -348,8 +360,61 @@ class ChannelAdaptiveConv(PerConfig):
         return dynamic_conv(x, attn, self._weight_for(config), self.bias, self.stride, self.padding, self.dilation,
                             form="unfold" if self.training else "stacked")
 
+    def _check_channels(self, x: torch.Tensor, config: ChannelConfig) -> None:
+        if x.shape[1] != config.num_channels:
+            raise ValueError(f"{config} input needs {config.num_channels} channels, got {x.shape[1]}")
+
+    def forward_groups(self, inputs: Sequence[torch.Tensor], configs: Sequence[ChannelConfig]) -> list[torch.Tensor]:
+        """``[self(x, c) for x, c in zip(inputs, configs)]`` (the convolution only), up to float error.
+
+        In training the groups' kernel attention runs as one batch, and every image's kernels are
+        mixed by one matrix product; only each group's im2col product, whose width is its channel
+        count, runs per group. A joint step then dispatches a third of the stem's operations it
+        dispatched one group at a time (what the CPU spends per operation, and a GPU per launch).
+        In evaluation, one group at a time in the exported form (see :meth:`forward`).
+        """
+        if not self.training:
+            return [ChannelAdaptiveConv.forward(self, x, c) for x, c in zip(inputs, configs)]
+        for x, c in zip(inputs, configs):
+            self._check_channels(x, c)
+        sizes = [len(x) for x in inputs]
+        first = inputs[0]
+        # Each group's plane means, placed at their own positions among R, G and B (as _attention does).
+        pooled = torch.cat([x.mean(dim=(2, 3)) @ _placement(c, x.device, x.dtype) for x, c in zip(inputs, configs)])
+        per_image = torch.tensor([(c.index, 3.0 / c.num_channels) for c, n in zip(configs, sizes) for _ in range(n)],
+                                 device=first.device)
+        attention = self.attention.normalise(self.attention.from_pooled(pooled),
+                                             self.config_bias[per_image[:, 0].long()])
+        k, out_ch = self.weight.shape[:2]
+        # The 3 / C rescaling of _weight_for, folded into each image's attention (the mix is linear in it).
+        scaled = attention * per_image[:, 1:].to(attention.dtype)
+        kernels = (scaled @ self.weight.reshape(k, -1)).view(len(per_image), out_ch, 3, -1)
+        bias = None if self.bias is None else attention @ self.bias
+        outputs, start = [], 0
+        for x, c, n in zip(inputs, configs, sizes):
+            own = kernels[start:start + n, :, _channel_slice(c)].reshape(n, out_ch, -1)
+            outputs.append(unfold_conv(x, own, None if bias is None else bias[start:start + n], self.kernel_size,
+                                       self.stride, self.padding, self.dilation))
+            start += n
+        return outputs
+
     def resolve(self, config: ChannelConfig) -> "ResolvedConv":
         return ResolvedConv(self, config)
+
+
+def _channel_slice(config: ChannelConfig) -> slice:
+    """``config``'s planes among R, G and B as a slice, so selecting them is a view, not a gather
+    (any subset of three planes is evenly spaced: RB is every second one)."""
+    first, last = config.indices[0], config.indices[-1]
+    return slice(first, last + 1, max(1, (last - first) // max(1, config.num_channels - 1)))
+
+
+@functools.lru_cache(maxsize=None)
+def _placement(config: ChannelConfig, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``C x 3``: a row of ``config``'s planes times it is that row placed among R, G and B, zeros elsewhere."""
+    placement = torch.zeros(config.num_channels, 3, dtype=dtype)
+    placement[range(config.num_channels), list(config.indices)] = 1.0
+    return placement.to(device)
 
 
 class ChannelAdaptiveStem(ChannelAdaptiveConv):
@@ -362,6 +427,11 @@ class ChannelAdaptiveStem(ChannelAdaptiveConv):
 
     def forward(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
         return F.relu(self.norm.select(config)(super().forward(x, config)))
+
+    def forward_groups(self, inputs: Sequence[torch.Tensor], configs: Sequence[ChannelConfig]) -> list[torch.Tensor]:
+        """``[self(x, c) for x, c in zip(inputs, configs)]``: the convolutions batched where they can be
+        (:meth:`ChannelAdaptiveConv.forward_groups`), then each group's own norm and ReLU."""
+        return [F.relu(self.norm.select(c)(y)) for y, c in zip(super().forward_groups(inputs, configs), configs)]
 
     def resolve(self, config: ChannelConfig) -> "ResolvedStem":
         return ResolvedStem(self, config)
