@@ -248,8 +248,9 @@ def take_turns(runs: dict[str, Callable[[int], float]], steps: int, rounds: int,
 
 def step_parts(split, cfg: TrainConfig, anychannel_spec) -> dict[str, Callable[[int], float]]:
     """Where a step's time goes: forward and backward of the two parts the models differ in, on one real
-    step's images. ``stem``: anychannel's dynamic stem and pool per group, against the naive RGB CNN's
-    first conv-BN-ReLU and pool; ``body``: the rest on the pooled maps, anychannel's shared body over the
+    step's images. ``stem``: anychannel's dynamic stem over the step's groups (as a grouped step runs it,
+    :meth:`~train.models.layers.ChannelAdaptiveStem.forward_groups`) and each group's pool, against the
+    naive RGB CNN's first conv-BN-ReLU and pool; ``body``: the rest on the pooled maps, anychannel's shared body over the
     grouped batch (each configuration's norms on its slice) or as one configuration (no slices)."""
     import torch
 
@@ -270,7 +271,7 @@ def step_parts(split, cfg: TrainConfig, anychannel_spec) -> dict[str, Callable[[
     images = images.contiguous(memory_format=torch.channels_last)
     first, rest = naive.features[:2], torch.nn.Sequential(*naive.features[2:], naive.head)
     def stems() -> torch.Tensor:
-        return torch.cat([ours.body.pool(ours.stem(x, c)) for x, c in zip(groups, configs)])
+        return torch.cat([ours.body.pool(y) for y in ours.stem.forward_groups(groups, configs)])
 
     with torch.no_grad():
         pooled = stems().requires_grad_()
@@ -318,28 +319,33 @@ def measure_step_time(args, processes: int = 5, steps: int = 10, rounds: int = 5
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        # spawn, one task per child: a new address space each time (a fork would inherit this one's).
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
-            each = [pool.submit(step_time_in_one_process, args, steps, rounds, warmup).result()
-                    for _ in range(processes)]
+        each = []
+        for _ in range(processes):
+            # A spawned interpreter per measurement: a new address space each time (a fork would inherit this one's).
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                each.append(pool.submit(step_time_in_one_process, args, steps, rounds, warmup).result())
     result = combine_step_times(each)
     keep_results_text(json.dumps(result, indent=1), step_time_file(args))
     return result
 
 
 def combine_step_times(each: list[dict]) -> dict:
-    """The median over processes of every figure of :func:`step_time_in_one_process`, with each ratio."""
+    """One figure from the processes of :func:`step_time_in_one_process`: each time its median over
+    them, each ratio the median of the processes' own ratios (a process's models share its layout, so
+    its ratio is the fair one), and every process's ratio beside it."""
     def median_of(key: str) -> float:
         return statistics.median(e[key] for e in each)
 
     def medians(key: str) -> dict[str, float]:
         return {name: statistics.median(e[key][name] for e in each) for name in each[0][key]}
 
-    scalars = [k for k, v in each[0].items() if isinstance(v, float) and k != "ratio"]
-    return {**{k: median_of(k) for k in scalars},
+    per_group = [e["anychannel_per_group_seconds_per_view"] / e["anychannel_seconds_per_view"] for e in each]
+    return {"anychannel_seconds_per_view": median_of("anychannel_seconds_per_view"),
+            "anychannel_per_group_seconds_per_view": median_of("anychannel_per_group_seconds_per_view"),
             "naive_seconds_per_view": medians("naive_seconds_per_view"),
-            "ratio": median_of("ratio"), "ratios": [e["ratio"] for e in each], "processes": len(each),
-            "threads": 1, "steps": each[0]["steps"], "rounds": each[0]["rounds"],
+            "ratio": median_of("ratio"), "ratios": [e["ratio"] for e in each],
+            "per_group_ratio": statistics.median(per_group), "processes": len(each),
+            **{key: each[0][key] for key in ("threads", "steps", "rounds")},
             "parts_seconds_per_view": medians("parts_seconds_per_view"),
             **({"operators_per_step": each[0]["operators_per_step"]} if "operators_per_step" in each[0] else {}),
             "machine": each[0]["machine"]}
@@ -403,9 +409,10 @@ def step_time_in_one_process(args, steps: int = 10, rounds: int = 5, warmup: int
     # The ablation: the shared body once per configuration group instead of once per step.
     steppers["anychannel-per-group"] = stepper(replace(
         anychannel_spec, strategy_options={**anychannel_spec.strategy_options, "grouped": False}))
-    operators = {name: steppers[name][1]() for name in ("anychannel", "naive-RGB")}
     models = {name: run for name, (run, _) in steppers.items()}
     median = take_turns(models, steps, rounds, warmup)
+    # Counted after the turns: a warm step, without any first call's one-time work.
+    operators = {name: steppers[name][1]() for name in ("anychannel", "naive-RGB")}
     anychannel, per_group = median.pop("anychannel"), median.pop("anychannel-per-group")
     naive = {name.removeprefix("naive-"): t for name, t in median.items()}
     parts = take_turns(step_parts(split, cfg, anychannel_spec), steps, rounds, warmup)
@@ -417,7 +424,8 @@ def step_time_in_one_process(args, steps: int = 10, rounds: int = 5, warmup: int
 
 def operators_per_step(train_step: Callable[[], object]) -> int:
     """The operator calls of ``train_step()`` (one step's forward, backward and update): the top-level
-    events of torch's profiler, each one dispatch whatever the tensor sizes."""
+    events of torch's profiler. A proxy for the step's fixed cost per operation (dispatch on a CPU, a
+    launch or a few on a GPU; views launch nothing), which does not grow with the images."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -597,7 +605,11 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
         processes = step.get("processes", 1)
         repeats = "" if processes == 1 else f"; that in {processes} fresh processes, median over them"
         spread_text = ("" if processes == 1 else
-                       f" (each process: {', '.join(f'{r:.2f}×' for r in step['ratios'])})")
+                       f", the median of the processes' ratios (each process: "
+                       f"{', '.join(f'{r:.2f}×' for r in step['ratios'])})")
+        per_group = step.get("per_group_ratio") or (step["anychannel_per_group_seconds_per_view"]
+                                                    / step["anychannel_seconds_per_view"]
+                                                    if "anychannel_per_group_seconds_per_view" in step else None)
         lines.append(f"- Wall time under equal conditions (`--step-time`: the 8 models take turns in one process, "
                      f"{step['threads']} thread, {step['rounds']} rounds of {step['steps']} training steps each; "
                      f"median round{repeats}): anychannel {1e6 * step['anychannel_seconds_per_view']:.0f} µs "
@@ -605,8 +617,7 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                      f"on average: {step['ratio']:.2f}×{spread_text}"
                      + (f"; with the shared body run once per configuration group instead of once per step, "
                         f"{1e6 * step['anychannel_per_group_seconds_per_view']:.0f} µs, "
-                        f"{step['anychannel_per_group_seconds_per_view'] / step['anychannel_seconds_per_view']:.2f}× "
-                        "anychannel"
+                        f"{per_group:.2f}× anychannel"
                         if "anychannel_per_group_seconds_per_view" in step else "")
                      + f" ({step['machine']}).")
         if "parts_seconds_per_view" in step:
@@ -616,8 +627,8 @@ def targets(rows: dict[str, list[dict]], args) -> list[str]:
                          f"{part['naive first layer']}; the shared body over the grouped batch "
                          f"{part['anychannel body, grouped']} (as one configuration, without the slices: "
                          f"{part['anychannel body, one configuration']}) against the naive body {part['naive body']}"
-                         + (f"; operators per step (forward, backward and update, top-level calls in torch's "
-                            f"profiler): anychannel {step['operators_per_step']['anychannel']}, the naive RGB CNN "
+                         + (f"; operator calls per step (forward, backward and update: top-level events in "
+                            f"torch's profiler, a proxy for the fixed cost per operation): anychannel {step['operators_per_step']['anychannel']}, the naive RGB CNN "
                             f"{step['operators_per_step']['naive-RGB']}" if "operators_per_step" in step else "")
                          + ".")
     return lines
@@ -1205,6 +1216,8 @@ def main() -> None:
         check_mix(args.mix or "none", args.mix_alpha)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.step_time_processes < 1:
+        parser.error(f"--step-time-processes must be at least 1, got {args.step_time_processes}")
     if args.train_per_class is not None and (args.step_time or not args.report_only):
         try:
             train_subset(Path(args.data), args.train_per_class, Path(training_data(args)))
@@ -1225,8 +1238,6 @@ def main() -> None:
             else:
                 train_in_processes(train_row, jobs, args.workers)
     elif args.step_time:
-        if args.step_time_processes < 1:
-            parser.error(f"--step-time-processes must be at least 1, got {args.step_time_processes}")
         print(json.dumps(measure_step_time(args, args.step_time_processes), indent=1))
     elif not args.report_only:
         from train.data import load_dataset
