@@ -338,7 +338,7 @@ class ChannelAdaptiveConv(PerConfig):
         return {name: tensor.unsqueeze(0).expand(k, *tensor.shape).clone()}
 
     def _weight_for(self, config: ChannelConfig) -> torch.Tensor:
-        return self.weight[:, :, list(config.indices)] * (3.0 / config.num_channels)
+        return self.weight[:, :, _channel_slice(config)] * (3.0 / config.num_channels)
 
     def _attention(self, x: torch.Tensor, config: ChannelConfig) -> torch.Tensor:
         # Attention sees R, G and B at their own positions, an absent plane as zeros. Only the
@@ -346,7 +346,7 @@ class ChannelAdaptiveConv(PerConfig):
         # the images cost a fill, a scatter and its backward over every pixel.
         pooled = x.mean(dim=(2, 3))
         full = pooled.new_zeros(x.shape[0], 3)
-        full[:, list(config.indices)] = pooled
+        full[:, _channel_slice(config)] = pooled
         return self.attention.normalise(self.attention.from_pooled(full), self.config_bias[config.index])
 
     def forward(self, x: torch.Tensor, config: ChannelConfig | None = None) -> torch.Tensor:
@@ -407,8 +407,8 @@ def _channel_slice(config: ChannelConfig) -> slice:
     """``config``'s planes among R, G and B as a slice, not an index list: no index tensor to build, and a
     slice's backward instead of a gather's (any subset of three planes is evenly spaced: RB is every
     second one)."""
-    first, last = config.indices[0], config.indices[-1]
-    return slice(first, last + 1, max(1, (last - first) // max(1, config.num_channels - 1)))
+    first, *rest = config.indices
+    return slice(first, config.indices[-1] + 1, rest[0] - first if rest else 1)
 
 
 class ChannelAdaptiveStem(ChannelAdaptiveConv):
@@ -444,7 +444,7 @@ class ResolvedConv(nn.Module):
             # Attention sees only present planes: keep fc1's columns for them, fold the configuration's bias in.
             self.attention = copy.deepcopy(conv.attention)
             self.attention.fc1 = nn.Linear(config.num_channels, conv.attention.fc1.out_features)
-            self.attention.fc1.weight.copy_(conv.attention.fc1.weight[:, list(config.indices)])
+            self.attention.fc1.weight.copy_(conv.attention.fc1.weight[:, _channel_slice(config)])
             self.attention.fc1.bias.copy_(conv.attention.fc1.bias)
             self.attention.fc2.bias.add_(conv.config_bias[config.index])
 
