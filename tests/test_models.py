@@ -218,11 +218,12 @@ def test_grouped_forward_equals_one_pass_per_group_forward_and_backward(config_l
 def _stem_groups(case: str, least: int) -> tuple[list[torch.Tensor], list[ChannelConfig]]:
     """Groups for ``case``; none under ``least`` images (a norm in training needs two)."""
     if case == "every-config":
-        return _grouped_batch(), list(ALL_CONFIGS)
+        return [x.double() for x in _grouped_batch()], list(ALL_CONFIGS)
     configs = {"one-group": ["GB"], "repeated-configs": ["R", "RB", "R", "RGB"]}[case]
     sizes = [max(least, n) for n in {"one-group": [3], "repeated-configs": [1, 2, 3, 1]}[case]]
     torch.manual_seed(2)
-    return ([torch.randn(n, len(c), 16, 16) for n, c in zip(sizes, configs)], [ChannelConfig(c) for c in configs])
+    return ([torch.randn(n, len(c), 16, 16, dtype=torch.float64) for n, c in zip(sizes, configs)],
+            [ChannelConfig(c) for c in configs])
 
 
 @pytest.mark.parametrize("case", ["every-config", "one-group", "repeated-configs"])
@@ -232,7 +233,8 @@ def test_stem_forward_groups_equals_one_call_per_group(stem, case):
     (kernels, attention, per-configuration biases and norms) as the stem called once per group, for
     any groups (one, repeated configurations, single images where no norm follows) and a strided,
     biased convolution; in
-    evaluation the per-group exported form itself."""
+    evaluation the per-group exported form itself. In float64, so the two orders of summation agree to
+    torch's float64 defaults on any CPU."""
     from train.models.layers import ChannelAdaptiveConv, ChannelAdaptiveStem
 
     torch.manual_seed(0)
@@ -242,6 +244,7 @@ def test_stem_forward_groups_equals_one_call_per_group(stem, case):
         per_group = ChannelAdaptiveConv.from_conv(torch.nn.Conv2d(3, 6, 7, stride=2, padding=3, bias=True))
         with torch.no_grad():
             per_group.bias.normal_()
+    per_group.double()
     with torch.no_grad():
         per_group.config_bias.normal_()  # distinct per configuration, as after training
     batched = copy.deepcopy(per_group)
@@ -249,7 +252,7 @@ def test_stem_forward_groups_equals_one_call_per_group(stem, case):
     expected = [per_group(x, c) for x, c in zip(xs, configs)]
     got = batched.forward_groups(xs, configs)
     for e, g in zip(expected, got):
-        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(g, e)
         assert g.is_contiguous(memory_format=torch.channels_last) == e.is_contiguous(memory_format=torch.channels_last)
     weights = [torch.randn_like(e) for e in expected]
     sum((e * w).sum() for e, w in zip(expected, weights)).backward()
@@ -258,13 +261,14 @@ def test_stem_forward_groups_equals_one_call_per_group(stem, case):
         if p.grad is None:
             assert q.grad is None or not q.grad.any(), name
             continue
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(q.grad, p.grad, msg=name)
     batched.eval(), per_group.eval()  # (running statistics differ by the training outputs' float error)
     for x, c, g in zip(xs, configs, batched.forward_groups(xs, configs)):
-        torch.testing.assert_close(g, per_group(x, c), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(g, per_group(x, c))
         assert torch.equal(g, batched(x, c))
     with pytest.raises(ValueError, match="RB input needs 2 channels, got 3"):
-        batched.train().forward_groups([xs[0], torch.randn(2, 3, 16, 16)], [configs[0], ChannelConfig("RB")])
+        batched.train().forward_groups([xs[0], torch.randn(2, 3, 16, 16, dtype=torch.float64)],
+                                       [configs[0], ChannelConfig("RB")])
 
 
 def test_config_layers_give_each_configuration_its_own_last_convolution():
