@@ -3,6 +3,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 from train.models import create_model, list_models
@@ -188,13 +189,15 @@ def _grouped_batch(sizes=(5, 3, 4, 2, 6, 3, 4)):
     return [torch.randn(n, c.num_channels, 16, 16) for n, c in zip(sizes, ALL_CONFIGS)]
 
 
+@pytest.mark.parametrize("body", ["plain", "residual"])
 @pytest.mark.parametrize("config_layers", [0, 1], ids=["shared-convs", "last-conv-per-config"])
-def test_grouped_forward_equals_one_pass_per_group_forward_and_backward(config_layers):
+def test_grouped_forward_equals_one_pass_per_group_forward_and_backward(config_layers, body):
     """One pass of the shared body over all groups: same logits, gradients and per-configuration
-    batch-norm statistics (and per-configuration layers) as a pass per group, up to float error."""
+    batch-norm statistics (and per-configuration layers) as a pass per group, up to float error.
+    The plain body runs each norm, ReLU and pool per slice; the residual one each norm per slice."""
     torch.manual_seed(0)
     per_group = create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL, dropout=0.0,
-                             config_layers=config_layers).train()
+                             config_layers=config_layers, body=body).train()
     grouped = copy.deepcopy(per_group)
     xs = _grouped_batch()
     expected = [per_group(x, c) for x, c in zip(xs, ALL_CONFIGS)]
@@ -318,8 +321,9 @@ def test_joint_steps_run_the_body_once_unless_asked_per_group(monkeypatch):
     groups = next(JointStrategy().steps(split, 70, torch.Generator().manual_seed(0)))
     model = create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL).train()
     calls = []
-    # The body after its opening pool: what the grouped pass shares (the pool is per image).
-    monkeypatch.setattr(model.body, "after_pool", lambda x: calls.append(len(x)) or torch.zeros(len(x), 10))
+    # The body's first convolution: shared by the grouped pass (the pools and norms around it run per slice).
+    first_conv = model.body.blocks[0]
+    monkeypatch.setattr(first_conv, "forward", lambda x: calls.append(len(x)) or nn.Conv2d.forward(first_conv, x))
     JointStrategy().loss(model, groups, 0.1)
     assert calls == [70]
     calls.clear()
