@@ -251,7 +251,8 @@ def step_parts(split, cfg: TrainConfig, anychannel_spec) -> dict[str, Callable[[
     step's images. ``stem``: anychannel's dynamic stem over the step's groups (as a grouped step runs it,
     :meth:`~train.models.layers.ChannelAdaptiveStem.forward_groups`) and each group's pool, against the
     naive RGB CNN's first conv-BN-ReLU and pool; ``body``: the rest on the pooled maps, anychannel's shared body over the
-    grouped batch (each configuration's norms on its slice) or as one configuration (no slices)."""
+    grouped batch as a grouped step runs it (each configuration's norms, and the plain body's ReLUs and pools
+    after them, on its own slice) or as one configuration (no slices)."""
     import torch
 
     from train.models import create_model
@@ -280,7 +281,7 @@ def step_parts(split, cfg: TrainConfig, anychannel_spec) -> dict[str, Callable[[
 
     def grouped_body() -> torch.Tensor:
         activate_groups(ours.body, sizes)
-        return ours.body.after_pool(pooled)
+        return ours.body.after_pool_groups(pooled, [(c.index, n) for c, n in sizes])
 
     def one_config_body() -> torch.Tensor:
         activate_config(ours.body, configs[0])
