@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from runtime.channels import ALL_CONFIGS, ChannelConfig
 from train.models import create_model, list_models
-from train.models.layers import ChannelAdaptiveStem, DynamicConv2d, dynamic_conv
+from train.models.layers import ChannelAdaptiveStem, DynamicConv2d, activate_groups, dynamic_conv
 
 from conftest import TINY_ANYCHANNEL, first_body_norm
 
@@ -216,6 +216,28 @@ def test_grouped_forward_equals_one_pass_per_group_forward_and_backward(config_l
     assert not torch.allclose(body_norm.norms[0].running_mean, body_norm.norms[4].running_mean)
     # The slices are gone afterwards: a plain forward of one configuration works.
     assert grouped(xs[4], ALL_CONFIGS[4]).shape == (len(xs[4]), 10)
+
+
+def test_plain_body_per_slice_tails_equal_whole_batch_ones():
+    """The plain body's grouped pass with each norm, ReLU and pool per slice (the CPU's default) equals
+    the one with a ReLU and a pool over the whole batch (elsewhere), forward and backward."""
+    torch.manual_seed(0)
+    model = create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL, dropout=0.0).train().double()
+    other = copy.deepcopy(model)
+    slices = [(c.index, n) for c, n in zip(ALL_CONFIGS, (5, 3, 4, 2, 6, 3, 4))]
+    x = torch.randn(sum(n for _, n in slices), 8, 8, 8, dtype=torch.float64)
+    outputs = []
+    for m, per_slice in ((model, True), (other, False)):
+        activate_groups(m.body, [(ALL_CONFIGS[i], n) for i, n in slices])
+        out = m.body.after_pool_groups(x, slices, per_slice=per_slice)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
+        outputs.append(out)
+    torch.testing.assert_close(outputs[0], outputs[1])
+    for (name, p), q in zip(model.named_parameters(), other.parameters()):
+        if p.grad is not None or q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, msg=name)
+    for (name, b), c in zip(model.named_buffers(), other.buffers()):
+        torch.testing.assert_close(b, c, msg=name)
 
 
 def _stem_groups(case: str, least: int) -> tuple[list[torch.Tensor], list[ChannelConfig]]:

@@ -79,15 +79,21 @@ class _PlainBody(_PooledBody):
         self.blocks = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch, num_classes))
 
-    def after_pool_groups(self, x: torch.Tensor, slices: list[tuple[int, int]]) -> torch.Tensor:
-        """Each stage's convolution once over the grouped batch; its norm, ReLU and pool per slice.
+    def after_pool_groups(self, x: torch.Tensor, slices: list[tuple[int, int]],
+                          per_slice: bool | None = None) -> torch.Tensor:
+        """Each stage's convolution once over the grouped batch; with ``per_slice`` (the default on a
+        CPU), its norm, ReLU and pool per slice.
 
         The norm is per configuration, so it runs per slice anyway; the ReLU and the pool are per
         image, so they follow it while the slice is still in cache, and the slices are joined after
         the pool, which copies a quarter of the map (forward, and the gradient backward) instead of
-        all of it. 2% to 4% of a joint step on the 2-core CPU, in paired timings (docs/training.md).
+        all of it: 1.5% to 3.5% of a joint step on the 2-core CPU, in paired timings (docs/training.md).
+        It costs a ReLU and a pool per slice, so elsewhere, where a small network's step is bound by
+        kernel launches rather than by memory (a GPU), the default is one of each over the batch.
         A norm shared by all configurations (not kept per configuration) takes the whole batch.
         """
+        if not (x.device.type == "cpu" if per_slice is None else per_slice):
+            return self.after_pool(x)
         sizes = [n for _, n in slices]
         for conv, norm, relu, pool in zip(*[iter(self.blocks)] * 4):  # the stages __init__ builds
             y = conv(x)
