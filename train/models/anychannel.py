@@ -42,9 +42,11 @@ class _PooledBody(nn.Module):
         """The body from its pooled input on: what a grouped batch shares (see ``forward_groups``)."""
         return self.head(self.blocks(x))
 
-    def after_pool_groups(self, x: torch.Tensor, slices: list[tuple[int, int]]) -> torch.Tensor:
+    def after_pool_groups(self, x: torch.Tensor, slices: list[tuple[int, int]],
+                          per_slice: bool | None = None) -> torch.Tensor:
         """:meth:`after_pool` over a grouped batch of ``(configuration index, images)`` slices in order,
-        the body already prepared for them (:func:`~train.models.layers.activate_groups`)."""
+        the body already prepared for them (:func:`~train.models.layers.activate_groups`). A body that
+        can run more than its norms per slice says so with ``per_slice`` (None: its default)."""
         return self.after_pool(x)
 
 
