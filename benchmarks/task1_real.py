@@ -281,7 +281,7 @@ def step_parts(split, cfg: TrainConfig, anychannel_spec) -> dict[str, Callable[[
 
     def grouped_body() -> torch.Tensor:
         activate_groups(ours.body, sizes)
-        return ours.body.after_pool_groups(pooled, [(c.index, n) for c, n in sizes])
+        return ours.body.after_pool_groups(pooled)
 
     def one_config_body() -> torch.Tensor:
         activate_config(ours.body, configs[0])

@@ -224,12 +224,12 @@ def test_plain_body_per_slice_tails_equal_whole_batch_ones():
     torch.manual_seed(0)
     model = create_model("anychannel", num_classes=10, **TINY_ANYCHANNEL, dropout=0.0).train().double()
     other = copy.deepcopy(model)
-    slices = [(c.index, n) for c, n in zip(ALL_CONFIGS, (5, 3, 4, 2, 6, 3, 4))]
-    x = torch.randn(sum(n for _, n in slices), 8, 8, 8, dtype=torch.float64)
+    groups = list(zip(ALL_CONFIGS, (5, 3, 4, 2, 6, 3, 4)))
+    x = torch.randn(sum(n for _, n in groups), 8, 8, 8, dtype=torch.float64)
     outputs = []
     for m, per_slice in ((model, True), (other, False)):
-        activate_groups(m.body, [(ALL_CONFIGS[i], n) for i, n in slices])
-        out = m.body.after_pool_groups(x, slices, per_slice=per_slice)
+        activate_groups(m.body, groups)
+        out = m.body.after_pool_groups(x, per_slice=per_slice)
         (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
         outputs.append(out)
     torch.testing.assert_close(outputs[0], outputs[1])

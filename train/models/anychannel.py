@@ -42,11 +42,10 @@ class _PooledBody(nn.Module):
         """The body from its pooled input on: what a grouped batch shares (see ``forward_groups``)."""
         return self.head(self.blocks(x))
 
-    def after_pool_groups(self, x: torch.Tensor, slices: list[tuple[int, int]],
-                          per_slice: bool | None = None) -> torch.Tensor:
-        """:meth:`after_pool` over a grouped batch of ``(configuration index, images)`` slices in order,
-        the body already prepared for them (:func:`~train.models.layers.activate_groups`). A body that
-        can run more than its norms per slice says so with ``per_slice`` (None: its default)."""
+    def after_pool_groups(self, x: torch.Tensor, per_slice: bool | None = None) -> torch.Tensor:
+        """:meth:`after_pool` over a grouped batch, the body already prepared for its slices
+        (:func:`~train.models.layers.activate_groups`). A body that can run more than its norms per
+        slice says so with ``per_slice`` (None: its default)."""
         return self.after_pool(x)
 
 
@@ -81,8 +80,7 @@ class _PlainBody(_PooledBody):
         self.blocks = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch, num_classes))
 
-    def after_pool_groups(self, x: torch.Tensor, slices: list[tuple[int, int]],
-                          per_slice: bool | None = None) -> torch.Tensor:
+    def after_pool_groups(self, x: torch.Tensor, per_slice: bool | None = None) -> torch.Tensor:
         """Each stage's convolution once over the grouped batch; with ``per_slice`` (the default on a
         CPU), its norm, ReLU and pool per slice.
 
@@ -96,11 +94,10 @@ class _PlainBody(_PooledBody):
         """
         if not (x.device.type == "cpu" if per_slice is None else per_slice):
             return self.after_pool(x)
-        sizes = [n for _, n in slices]
         for conv, norm, relu, pool in zip(*[iter(self.blocks)] * 4):  # the stages __init__ builds
             y = conv(x)
             if isinstance(norm, ConfigCopies):
-                x = torch.cat([pool(relu(norm.per_config[i](part))) for (i, _), part in zip(slices, y.split(sizes))])
+                x = norm.forward_each(y, lambda z: pool(relu(z)))
             else:
                 x = pool(relu(norm(y)))
         return self.head(x)
@@ -184,7 +181,7 @@ class AnyChannelNet(nn.Module):
         sizes = [len(x) for x in inputs]
         activate_groups(self.body, list(zip(configs, sizes)))
         try:
-            logits = self.body.after_pool_groups(torch.cat(stems), [(c.index, n) for c, n in zip(configs, sizes)])
+            logits = self.body.after_pool_groups(torch.cat(stems))
         finally:
             activate_config(self.body, configs[0])  # a later plain forward must not see the slices
         return list(logits.split(sizes))

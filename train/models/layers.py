@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -212,12 +212,20 @@ class ConfigCopies(PerConfig):
         return getattr(self, self.copies_name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_each(x)
+
+    def forward_each(self, x: torch.Tensor, then: Callable[[torch.Tensor], torch.Tensor] | None = None
+                     ) -> torch.Tensor:
+        """``then(self(x))`` where ``then`` acts per image (a ReLU, a pool): in a grouped batch it runs
+        on each slice right after that slice's copy, and the slices are joined after it."""
         copies = self.per_config
         if self.groups is None:
-            return copies[self.active](x)
+            y = copies[self.active](x)
+            return y if then is None else then(y)
         # A grouped batch: each configuration's slice through its own copy (and its statistics).
         slices = x.split([n for _, n in self.groups])
-        return torch.cat([copies[i](part) for (i, _), part in zip(self.groups, slices)])
+        outputs = [copies[i](part) for (i, _), part in zip(self.groups, slices)]
+        return torch.cat(outputs if then is None else [then(y) for y in outputs])
 
     def select(self, config: ChannelConfig) -> nn.Module:
         """``config``'s own copy, a plain module of the wrapped type."""
